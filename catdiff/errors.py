@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix.
+
+Entry points catch :class:`UserError` and print its message on one line (no traceback), so
+every message must say what was wrong and what to do, naming the config key or file.
+"""
+
+
+class UserError(ValueError):
+    """A bad input (config value, file, folder) that the user can fix; message is one line."""
