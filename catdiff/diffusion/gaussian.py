@@ -1,0 +1,319 @@
+"""The Gaussian diffusion process: forward noising, its posterior, and one reverse DDPM step.
+
+Symbols follow the seed; timesteps are 0-based as in diffusers' DDPMScheduler (t = 0..T-1,
+t = 0 is the first noising step), and x0 is the clean image:
+
+    alpha_t      = 1 - beta_t
+    alpha_bar_t  = prod_{i<=t} alpha_i                  (alpha_bar_{-1} = 1)
+    q(x_t | x0)  = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I)
+    q(x_{t-1} | x_t, x0) = N(mu_tilde_t, beta_tilde_t I)          (x_{-1} is x0 itself)
+    beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t
+    mu_tilde_t   = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) * x0
+                 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * x_t
+                 = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps)   (seed, x0 from eps)
+
+Image tensors are (B, C, H, W) (any (B, ...) works); timesteps t are long tensors (B,).
+"""
+
+import torch
+
+from catdiff.diffusion.losses import check_loss, elementwise_loss
+from catdiff.errors import UserError
+
+OBJECTIVES = ("eps", "x0", "v")
+SIGMAS = ("beta_tilde", "beta")
+
+# Ho et al. 2020: images are scaled to [-1, 1], so a predicted x0 outside it is clipped back.
+_X0_RANGE = 1.0
+
+
+def check_objective(objective: str) -> None:
+    """Raise UserError unless ``objective`` is one of OBJECTIVES."""
+    if objective not in OBJECTIVES:
+        raise UserError(
+            f"diffusion.objective={objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}"
+        )
+
+
+def check_sigma(sigma: str) -> None:
+    """Raise UserError unless ``sigma`` (the reverse-step variance) is one of SIGMAS."""
+    if sigma not in SIGMAS:
+        raise UserError(f"sampler.sigma={sigma!r} is unknown; choose one of {', '.join(SIGMAS)}")
+
+
+def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) values reshaped to (B, 1, ..., 1) so they broadcast against x (B, ...), in x's dtype."""
+    return values.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def _gather(coef: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
+    """coef[t] for each sample, shaped (B, 1, ..., 1) to broadcast against x (B, ...)."""
+    return _per_sample(coef[t], x)
+
+
+class GaussianDiffusion(torch.nn.Module):
+    """The seed's diffusion process for a given schedule, objective and loss.
+
+    Args:
+        betas: (T,) variance schedule beta_t, values in (0, 1), e.g. ``make_betas("linear", 1000)``.
+        objective: what the network predicts (config key ``diffusion.objective``):
+            ``"eps"`` the noise (the seed, Ho et al. 2020); ``"x0"`` the clean image;
+            ``"v"`` v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022).
+        loss: element-wise loss against the objective's target, one of ``LOSSES``
+            (config key ``diffusion.loss``; the seed uses ``"l1"``).
+        huber_delta: threshold of the Huber loss (config key ``diffusion.huber_delta``).
+
+    All per-timestep constants are computed in float64 and kept as float32 buffers of shape (T,)
+    that move with ``.to(device)``; they are not persistent because they follow from the config,
+    so checkpoints hold only the network.
+    """
+
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    alpha_bar: torch.Tensor
+    alpha_bar_prev: torch.Tensor
+    sqrt_alpha_bar: torch.Tensor
+    sqrt_one_minus_alpha_bar: torch.Tensor
+    beta_tilde: torch.Tensor
+    posterior_log_variance_clipped: torch.Tensor
+    posterior_mean_coef1: torch.Tensor
+    posterior_mean_coef2: torch.Tensor
+
+    def __init__(
+        self,
+        betas: torch.Tensor,
+        objective: str = "eps",
+        loss: str = "l1",
+        huber_delta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check_objective(objective)
+        check_loss(loss, huber_delta)
+        self.objective = objective
+        self.loss = loss
+        self.huber_delta = huber_delta
+
+        betas = torch.as_tensor(betas).detach().to("cpu", torch.float64)
+        if betas.ndim != 1 or betas.numel() == 0 or not ((betas > 0) & (betas < 1)).all():
+            raise UserError(
+                "diffusion betas must be a non-empty 1-D tensor in (0, 1); "
+                "check diffusion.schedule, diffusion.beta_start and diffusion.beta_end"
+            )
+        for name, value in _constants(betas).items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    @property
+    def T(self) -> int:
+        """Number of diffusion steps."""
+        return self.betas.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}"
+
+    # ---- forward process q --------------------------------------------------------------
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: noise t+1 steps in one go.
+
+        Args: x0 (B, C, H, W) clean images; t (B,) long; noise (B, C, H, W) ~ N(0, I).
+        Returns: x_t (B, C, H, W).
+        """
+        return (
+            _gather(self.sqrt_alpha_bar, t, x0) * x0
+            + _gather(self.sqrt_one_minus_alpha_bar, t, x0) * noise
+        )
+
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean mu_tilde_t (B, C, H, W) and variance beta_tilde_t (B, 1, 1, 1) of q(x_{t-1} | x_t, x0)."""
+        mean = (
+            _gather(self.posterior_mean_coef1, t, x_t) * x0
+            + _gather(self.posterior_mean_coef2, t, x_t) * x_t
+        )
+        return mean, _gather(self.beta_tilde, t, x_t)
+
+    # ---- conversions between eps, x0 and v (all (B, C, H, W), t (B,)) ----------------------
+
+    def predict_x0_from_eps(
+        self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        return (x_t - _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * eps) / _gather(
+            self.sqrt_alpha_bar, t, x_t
+        )
+
+    def predict_eps_from_x0(
+        self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
+    ) -> torch.Tensor:
+        """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)."""
+        return (x_t - _gather(self.sqrt_alpha_bar, t, x_t) * x0) / _gather(
+            self.sqrt_one_minus_alpha_bar, t, x_t
+        )
+
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022)."""
+        return (
+            _gather(self.sqrt_alpha_bar, t, x0) * eps
+            - _gather(self.sqrt_one_minus_alpha_bar, t, x0) * x0
+        )
+
+    def predict_x0_from_v(
+        self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
+        return (
+            _gather(self.sqrt_alpha_bar, t, x_t) * x_t
+            - _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * v
+        )
+
+    def predict_eps_from_v(
+        self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t."""
+        return (
+            _gather(self.sqrt_alpha_bar, t, x_t) * v
+            + _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * x_t
+        )
+
+    def model_to_x0_eps(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read the network output (B, C, H, W) as (x0_pred, eps_pred) according to the objective."""
+        if self.objective == "eps":
+            return self.predict_x0_from_eps(x_t, t, model_output), model_output
+        if self.objective == "x0":
+            return model_output, self.predict_eps_from_x0(x_t, t, model_output)
+        if self.objective == "v":
+            return self.predict_x0_from_v(x_t, t, model_output), self.predict_eps_from_v(
+                x_t, t, model_output
+            )
+        check_objective(self.objective)  # raises: the attribute was changed after __init__
+        raise AssertionError("unreachable")
+
+    # ---- training --------------------------------------------------------------------------
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network should output for x_t = q_sample(x0, t, noise): eps, x0 or v."""
+        if self.objective == "eps":
+            return noise
+        if self.objective == "x0":
+            return x0
+        if self.objective == "v":
+            return self.v_target(x0, t, noise)
+        check_objective(self.objective)
+        raise AssertionError("unreachable")
+
+    def loss_per_sample(
+        self, model_output: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Element-wise loss of the output against ``target``, averaged over C, H, W: shape (B,).
+
+        The seed's loss ||z - NN(x_t, t)||_1 is objective="eps", loss="l1".
+        """
+        per_element = elementwise_loss(
+            self.loss, model_output, self.target(x0, t, noise), self.huber_delta
+        )
+        return per_element.mean(dim=tuple(range(1, per_element.ndim)))
+
+    def sample_timesteps(
+        self,
+        batch_size: int,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Training timesteps, uniform in [0, T): long tensor (batch_size,)."""
+        return torch.randint(
+            0, self.T, (batch_size,), device=device, generator=generator, dtype=torch.long
+        )
+
+    # ---- reverse process p -------------------------------------------------------------------
+
+    def p_mean_variance(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        clip_x0: bool = True,
+        sigma: str = "beta_tilde",
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean and variance of p(x_{t-1} | x_t): q's posterior with x0 replaced by the prediction.
+
+        With eps prediction and clip_x0=False the mean is the seed's
+        mu_tilde_t = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta).
+
+        Args:
+            model_output: (B, C, H, W) network output for x_t, read according to the objective.
+            x_t: (B, C, H, W); t: (B,) long.
+            clip_x0: clip the predicted x0 to [-1, 1] before forming the mean (Ho et al. 2020).
+            sigma: the variance (config key ``sampler.sigma``): ``"beta_tilde"`` the posterior
+                variance beta_tilde_t (the seed), or ``"beta"`` beta_t (Ho et al. 2020 found both
+                give similar samples; beta_t is the upper bound).
+
+        Returns:
+            mean (B, C, H, W), variance (B, 1, 1, 1), x0_pred (B, C, H, W).
+        """
+        check_sigma(sigma)
+        x0_pred, _ = self.model_to_x0_eps(model_output, x_t, t)
+        if clip_x0:
+            x0_pred = x0_pred.clamp(-_X0_RANGE, _X0_RANGE)
+        mean, variance = self.q_posterior(x0_pred, x_t, t)
+        if sigma == "beta":
+            variance = _gather(self.betas, t, x_t)
+        return mean, variance, x0_pred
+
+    def ddpm_step(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        noise: torch.Tensor | None,
+        clip_x0: bool = True,
+        sigma: str = "beta_tilde",
+    ) -> torch.Tensor:
+        """One step of the seed's sampling loop: x_{t-1} = mu_tilde_t + sqrt(beta_tilde_t) z.
+
+        (The seed writes ``+ beta_tilde_t z``; the standard deviation is sqrt(beta_tilde_t).)
+
+        Args:
+            model_output: (B, C, H, W) network output for (x_t, t).
+            x_t: (B, C, H, W) current sample.
+            t: int or (B,) long tensor, the timestep of x_t.
+            noise: z ~ N(0, I) of shape (B, C, H, W); it is applied only where t > 0 (the last
+                step, t = 0, returns the mean). None adds no noise anywhere.
+            clip_x0, sigma: as in ``p_mean_variance``.
+
+        Returns:
+            x_{t-1} (B, C, H, W); after t = 0 this is the generated image.
+        """
+        if isinstance(t, int):
+            t = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+        mean, variance, _ = self.p_mean_variance(model_output, x_t, t, clip_x0, sigma)
+        if noise is None:
+            return mean
+        # A mask instead of `if t > 0` keeps per-sample timesteps and avoids a host sync.
+        noisy = _per_sample(t > 0, x_t)
+        return mean + noisy * variance.sqrt() * noise
+
+
+def _constants(betas: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All per-timestep constants of the process, float64 (T,), from betas beta_t."""
+    alphas = 1 - betas
+    alpha_bar = torch.cumprod(alphas, dim=0)
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    beta_tilde = betas * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    # beta_tilde_0 = 0 makes its log -inf; Ho et al. 2020's code uses beta_tilde_1 in its place
+    # (with T = 1 there is no beta_tilde_1, so beta_0 stands in).
+    floor = beta_tilde[1:2] if len(betas) > 1 else betas[:1]
+    return {
+        "betas": betas,
+        "alphas": alphas,
+        "alpha_bar": alpha_bar,
+        "alpha_bar_prev": alpha_bar_prev,
+        "sqrt_alpha_bar": alpha_bar.sqrt(),
+        "sqrt_one_minus_alpha_bar": (1 - alpha_bar).sqrt(),
+        "beta_tilde": beta_tilde,
+        "posterior_log_variance_clipped": torch.cat([floor, beta_tilde[1:]]).log(),
+        "posterior_mean_coef1": alpha_bar_prev.sqrt() * betas / (1 - alpha_bar),
+        "posterior_mean_coef2": alphas.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar),
+    }

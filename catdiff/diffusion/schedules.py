@@ -1,0 +1,86 @@
+"""Variance schedules: the betas beta_t of the forward process.
+
+The forward process adds noise in T steps, x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z.
+A schedule is the (T,) vector of beta_t. Timesteps are 0-based, as in diffusers'
+DDPMScheduler: beta[0] is the first noising step and alpha_bar[t] = prod_{i<=t} (1 - beta_i).
+
+Schedules are built in float64 so that the cumulative product alpha_bar_t stays accurate over
+1000 steps; GaussianDiffusion casts the derived buffers to float32 afterwards.
+"""
+
+import math
+
+import torch
+
+from catdiff.errors import UserError
+
+SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
+
+# Nichol & Dhariwal 2021: small offset s keeps beta_0 from being vanishingly small.
+_COSINE_S = 0.008
+# Nichol & Dhariwal 2021: clip betas below 1 to avoid a singularity near t = T.
+_COSINE_MAX_BETA = 0.999
+
+
+def _linear(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    # Ho et al. 2020 (DDPM) and the seed: betas evenly spaced from 1e-4 to 0.02.
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def _cosine(T: int) -> torch.Tensor:
+    # Nichol & Dhariwal 2021: alpha_bar(t) = cos^2((t/T + s) / (1 + s) * pi/2), and
+    # beta_t = 1 - alpha_bar(t+1) / alpha_bar(t); same as diffusers' "squaredcos_cap_v2".
+    u = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((u + _COSINE_S) / (1 + _COSINE_S) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=_COSINE_MAX_BETA)
+
+
+def _quadratic(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    # Rombach et al. 2022 (latent diffusion): evenly spaced in sqrt(beta); diffusers' "scaled_linear".
+    return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+
+
+def _sigmoid(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    # Xu et al. 2022 (GeoDiff): betas follow a sigmoid from beta_start to beta_end, flat at both ends.
+    x = torch.linspace(-6, 6, T, dtype=torch.float64)
+    return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
+
+
+def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Return the betas beta_t, t = 0..T-1, of the named schedule.
+
+    Args:
+        name: one of ``SCHEDULES``:
+            ``"linear"``    beta_t evenly spaced from beta_start to beta_end (the seed, DDPM);
+            ``"cosine"``    Nichol & Dhariwal 2021, s = 0.008, betas clipped at 0.999
+                            (ignores beta_start and beta_end);
+            ``"quadratic"`` sqrt(beta_t) evenly spaced, i.e. linspace(sqrt(start), sqrt(end))**2;
+            ``"sigmoid"``   Xu et al. 2022 (GeoDiff), sigmoid(linspace(-6, 6, T)) rescaled to
+                            [beta_start, beta_end].
+        T: number of diffusion steps (config key ``diffusion.T``), at least 1.
+        beta_start: beta_0 for linear, quadratic and sigmoid, in (0, 1).
+        beta_end: beta_{T-1} for linear, quadratic and sigmoid, in (0, 1).
+
+    Returns:
+        float64 tensor of shape (T,), every value in (0, 1).
+
+    Raises:
+        UserError: unknown name, T < 1, or betas outside (0, 1).
+    """
+    if name not in SCHEDULES:
+        raise UserError(
+            f"diffusion.schedule={name!r} is unknown; choose one of {', '.join(SCHEDULES)}"
+        )
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+        raise UserError(f"diffusion.T={T!r} must be a positive integer (e.g. 1000)")
+    for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if not 0 < value < 1:
+            raise UserError(f"diffusion.{key}={value!r} must lie in (0, 1) (e.g. 1e-4, 0.02)")
+
+    if name == "linear":
+        return _linear(T, beta_start, beta_end)
+    if name == "cosine":
+        return _cosine(T)
+    if name == "quadratic":
+        return _quadratic(T, beta_start, beta_end)
+    return _sigmoid(T, beta_start, beta_end)

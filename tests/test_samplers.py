@@ -1,0 +1,248 @@
+"""DDPM and DDIM samplers: against diffusers' loops, an oracle model, and their contracts."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from catdiff.diffusion import (
+    OBJECTIVES,
+    DDIMSampler,
+    DDPMSampler,
+    GaussianDiffusion,
+    ddim_timesteps,
+    make_betas,
+    sample,
+)
+from catdiff.errors import UserError
+
+T = 50
+SHAPE = (1, 4, 4)
+C = 0.3  # the single point of the oracle's data distribution
+
+
+def toy_model(x, t):
+    """A fixed, t-dependent stand-in for a network (any function works for equivalence tests)."""
+    return 0.8 * torch.tanh(x) + 0.02 * t.view(-1, 1, 1, 1).to(x.dtype) - 0.3
+
+
+def float64_alpha_bar(scheduler, schedule="linear"):
+    """diffusers' float32 alpha_bar loses ~1e-4 in beta_t at small t (1 - ratio cancels);
+    test_schedules.py checks its betas, here we compare the algorithm on float64 alpha_bar."""
+    scheduler.alphas_cumprod = torch.cumprod(1 - make_betas(schedule, T), 0)
+    scheduler.one = torch.tensor(1.0, dtype=torch.float64)
+    return scheduler
+
+
+def oracle(diffusion):
+    """The exact network for data x0 = C everywhere: eps = (x_t - sqrt(alpha_bar_t) C) /
+    sqrt(1 - alpha_bar_t), returned as the diffusion's objective (eps, x0 or v)."""
+
+    def model(x_t, t):
+        x0 = torch.full_like(x_t, C)
+        return diffusion.target(x0, t, diffusion.predict_eps_from_x0(x_t, t, x0))
+
+    return model
+
+
+# ---- against diffusers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("clip", [False, True])
+def test_ddpm_sampler_equals_diffusers_loop(schedule, clip):
+    d = GaussianDiffusion(make_betas(schedule, T))
+    ours = sample(DDPMSampler(clip_x0=clip), toy_model, d, n=2, shape=SHAPE, seed=3).x0
+
+    beta_schedule = {"linear": "linear", "cosine": "squaredcos_cap_v2"}[schedule]
+    scheduler = DDPMScheduler(
+        num_train_timesteps=T,
+        beta_schedule=beta_schedule,
+        clip_sample=clip,
+        variance_type="fixed_small",
+    )
+    scheduler = float64_alpha_bar(scheduler, schedule)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn((2, *SHAPE), generator=generator)
+    for t in scheduler.timesteps:
+        out = toy_model(x, torch.full((2,), int(t)))
+        x = scheduler.step(out, int(t), x, generator=generator).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [10, 7])
+@pytest.mark.parametrize(("eta", "clip"), [(0.0, False), (0.0, True), (1.0, False)])
+def test_ddim_sampler_leading_equals_diffusers_loop(steps, eta, clip):
+    d = GaussianDiffusion(make_betas("linear", T))
+    sampler = DDIMSampler(steps=steps, eta=eta, clip_x0=clip, spacing="leading")
+    ours = sample(sampler, toy_model, d, n=2, shape=SHAPE, seed=4).x0
+
+    scheduler = float64_alpha_bar(
+        DDIMScheduler(num_train_timesteps=T, clip_sample=clip, set_alpha_to_one=True)
+    )
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn((2, *SHAPE), generator=generator)
+    for t in scheduler.timesteps:
+        out = toy_model(x, torch.full((2,), int(t)))
+        # use_clipped_model_output: eps re-derived from the clipped x0, as ours does
+        x = scheduler.step(
+            out, int(t), x, eta=eta, use_clipped_model_output=clip, generator=generator
+        ).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize(
+    ("T_", "steps"), [(50, 10), (50, 7), (50, 3), (50, 50), (50, 1), (1000, 30)]
+)
+def test_ddim_timesteps_equal_diffusers(spacing, T_, steps):
+    scheduler = DDIMScheduler(num_train_timesteps=T_, timestep_spacing=spacing)
+    scheduler.set_timesteps(steps)
+    assert ddim_timesteps(T_, steps, spacing) == scheduler.timesteps.tolist()
+
+
+def test_trailing_starts_at_the_last_timestep():
+    assert ddim_timesteps(50, 7, "trailing")[0] == 49
+    assert ddim_timesteps(50, 7, "leading")[0] == 42
+
+
+# ---- the oracle model -----------------------------------------------------------------------------
+
+
+SAMPLERS = {
+    "ddpm": DDPMSampler(),
+    "ddpm-beta": DDPMSampler(sigma="beta"),
+    "ddpm-noclip": DDPMSampler(clip_x0=False),
+    "ddim-trailing": DDIMSampler(steps=10),
+    "ddim-leading": DDIMSampler(steps=7, spacing="leading"),
+    "ddim-eta1": DDIMSampler(steps=10, eta=1.0, clip_x0=False),
+}
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_oracle_model_recovers_the_data_point(name, objective):
+    d = GaussianDiffusion(make_betas("cosine", T), objective=objective)
+    result = sample(SAMPLERS[name], oracle(d), d, n=4, shape=SHAPE, seed=0)
+    torch.testing.assert_close(result.x0, torch.full((4, *SHAPE), C), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim-trailing", "ddim-eta1"])
+def test_oracle_chain_has_the_forward_marginals(name):
+    # For a point mass at C, the exact reverse chain has q's marginals at every visited t:
+    # x_t ~ N(sqrt(alpha_bar_t) C, 1 - alpha_bar_t). 4096 scalars per timestep. Cosine, because
+    # its alpha_bar_{T-1} ~ 0 makes x_{T-1} ~ N(0, I) the exact start (linear at T=50: 0.6).
+    d = GaussianDiffusion(make_betas("cosine", T))
+    sampler = SAMPLERS[name]
+    visited = sampler.timesteps(d)
+    record = [visited[len(visited) // 2], visited[-1]]
+    result = sample(sampler, oracle(d), d, n=64, shape=(1, 8, 8), seed=1, record=record)
+    for t in record:
+        x_t = result.trajectory[t]
+        alpha_bar = d.alpha_bar[t].item()
+        std = (1 - alpha_bar) ** 0.5
+        assert abs(x_t.mean().item() - alpha_bar**0.5 * C) < 5 * std / 64
+        assert abs(x_t.var().item() / (1 - alpha_bar) - 1) < 5 * (2 / 4096) ** 0.5
+
+
+def test_sigma_beta_changes_the_chain():
+    d = GaussianDiffusion(make_betas("cosine", T))
+    small = sample(DDPMSampler(), oracle(d), d, n=64, shape=(1, 8, 8), seed=1, record=[10])
+    large = sample(
+        DDPMSampler(sigma="beta"), oracle(d), d, n=64, shape=(1, 8, 8), seed=1, record=[10]
+    )
+    # beta_t > beta_tilde_t: the spread at t = 10 grows beyond q's marginal variance
+    assert large.trajectory[10].var() > small.trajectory[10].var() * 1.02
+
+
+# ---- contracts --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sampler", [DDPMSampler(), DDIMSampler(steps=5), DDIMSampler(steps=5, eta=0.5)], ids=repr
+)
+def test_same_seed_same_images_other_seed_other_images(sampler):
+    d = GaussianDiffusion(make_betas("linear", 20))
+    first = sample(sampler, toy_model, d, n=3, shape=SHAPE, seed=7).x0
+    again = sample(sampler, toy_model, d, n=3, shape=SHAPE, seed=7).x0
+    other = sample(sampler, toy_model, d, n=3, shape=SHAPE, seed=8).x0
+    assert first.shape == (3, *SHAPE)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("sampler", [DDPMSampler(), DDIMSampler(steps=5)], ids=repr)
+def test_model_is_called_nfe_times_with_long_timesteps_under_inference_mode(sampler):
+    d = GaussianDiffusion(make_betas("linear", 20))
+    seen = []
+
+    def model(x, t):
+        assert t.dtype == torch.long and t.shape == (x.shape[0],)
+        assert torch.is_inference_mode_enabled()
+        seen.append(int(t[0]))
+        return toy_model(x, t)
+
+    sample(sampler, model, d, n=2, shape=SHAPE)
+    assert len(seen) == sampler.nfe(d)
+    assert seen == sampler.timesteps(d)
+    expected = list(range(19, -1, -1)) if isinstance(sampler, DDPMSampler) else [19, 15, 11, 7, 3]
+    assert seen == expected
+
+
+def test_trajectory_has_the_requested_keys_on_cpu():
+    d = GaussianDiffusion(make_betas("linear", 20))
+    result = sample(DDPMSampler(), toy_model, d, n=2, shape=SHAPE, seed=5, record=(19, 7, 0, -1))
+    assert sorted(result.trajectory) == [-1, 0, 7, 19]
+    assert all(
+        x.device.type == "cpu" and x.shape == (2, *SHAPE) for x in result.trajectory.values()
+    )
+    x_T = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(result.trajectory[19], x_T)  # x_{T-1} is the starting noise
+    assert torch.equal(result.trajectory[-1], result.x0)
+    # copies, so that editing the images in place leaves the trajectory intact
+    assert result.trajectory[-1].data_ptr() != result.x0.data_ptr()
+    assert not torch.equal(result.trajectory[7], result.trajectory[0])
+
+
+def test_ddim_trajectory_maps_skipped_timesteps_to_the_next_state():
+    d = GaussianDiffusion(make_betas("linear", 20))
+    sampler = DDIMSampler(steps=4, spacing="trailing")  # visits 19, 14, 9, 4
+    assert sampler.timesteps(d) == [19, 14, 9, 4]
+    result = sample(sampler, toy_model, d, n=2, shape=SHAPE, record=(19, 12, 9, 2))
+    assert sorted(result.trajectory) == [2, 9, 12, 19]
+    assert torch.equal(result.trajectory[12], result.trajectory[9])  # passed t = 12 at t = 9
+    assert torch.equal(result.trajectory[2], result.x0)  # after t = 4 comes the image
+    with pytest.raises(UserError, match=r"sampler\.record"):
+        sample(sampler, toy_model, d, n=2, shape=SHAPE, record=(20,))
+
+
+def test_progress_bar(capsys):
+    d = GaussianDiffusion(make_betas("linear", 10))
+    sample(DDIMSampler(steps=3), toy_model, d, n=1, shape=SHAPE, progress=True)
+    assert "DDIM" in capsys.readouterr().err
+
+
+# ---- user errors -------------------------------------------------------------------------------
+
+
+def test_ddim_steps_are_validated():
+    d = GaussianDiffusion(make_betas("linear", 20))
+    for steps in (0, -3):
+        with pytest.raises(UserError, match=r"sampler\.steps"):
+            DDIMSampler(steps=steps)
+    too_many = DDIMSampler(steps=21)
+    with pytest.raises(UserError, match=r"sampler\.steps") as excinfo:
+        sample(too_many, toy_model, d, n=1, shape=SHAPE)
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(UserError, match=r"sampler\.steps"):
+        too_many.nfe(d)
+    assert DDIMSampler(steps=20).nfe(d) == 20
+
+
+def test_other_sampler_options_are_validated():
+    with pytest.raises(UserError, match=r"sampler\.eta"):
+        DDIMSampler(eta=-0.1)
+    with pytest.raises(UserError, match=r"sampler\.spacing"):
+        DDIMSampler(spacing="linspace")
+    with pytest.raises(UserError, match=r"sampler\.sigma"):
+        DDPMSampler(sigma="learned")
