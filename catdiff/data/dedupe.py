@@ -1,0 +1,108 @@
+"""Exact-duplicate removal and a deterministic, hash-based train/val/test split.
+
+Duplicates are found on decoded pixels, not file bytes: byte-identical copies (5,544 of the
+13,544 files in the Kaggle cat faces) and re-encodings that decode to the same pixels both
+collapse to one image. Dropping them *before* splitting is what keeps train and validation
+from sharing an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catdiff.errors import UserError
+
+
+def image_key(image: torch.Tensor | np.ndarray) -> str:
+    """SHA-1 hex digest of one uint8 image (C, H, W): its shape, then its pixel bytes."""
+    pixels = np.ascontiguousarray(image.cpu().numpy() if torch.is_tensor(image) else image)
+    h = hashlib.sha1(("x".join(map(str, pixels.shape)) + ":").encode())
+    h.update(pixels.data)
+    return h.hexdigest()
+
+
+def drop_duplicates(images: torch.Tensor) -> tuple[torch.Tensor, list[str], int]:
+    """Drop exact duplicate images, keeping the first occurrence of each.
+
+    Args:
+        images: uint8 tensor (N, C, H, W) on the CPU.
+
+    Returns:
+        ``(unique, keys, dropped)``: the distinct images (N', C, H, W) in their original
+        order, their content keys (:func:`image_key`, hex SHA-1 of shape + pixels), and
+        ``N - N'``.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(
+            f"drop_duplicates wants a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
+        )
+    images = images.cpu().contiguous()
+    pixels = images.numpy()
+    keep: list[int] = []
+    keys: list[str] = []
+    seen: set[str] = set()
+    for i in range(images.shape[0]):
+        key = image_key(pixels[i])
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+            keys.append(key)
+    dropped = images.shape[0] - len(keep)
+    unique = images[keep] if dropped else images
+    return unique, keys, dropped
+
+
+def file_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-1 hex digest of a file's bytes (finds byte-identical copies without decoding)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unit_interval(key: str) -> float:
+    """Map a key to [0, 1) through SHA-1 (stable across runs, machines and Python's hash seed)."""
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2.0**64
+
+
+def split_by_hash(
+    keys: list[str], val_fraction: float = 0.05, test_fraction: float = 0.0
+) -> dict[str, list[int]]:
+    """Split items into train / val / test by the hash of their key.
+
+    Each key is hashed to u in [0, 1): u < test_fraction goes to "test", u < test_fraction +
+    val_fraction to "val", the rest to "train". An item's split depends only on its own key
+    and the fractions, so adding or removing files never moves existing images between
+    splits, equal keys always land together, and changing ``val_fraction`` leaves the test
+    split untouched. Split sizes are therefore only approximately proportional.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``: sorted index lists into ``keys``.
+
+    Raises:
+        UserError: naming ``data.val_fraction`` / ``data.test_fraction`` when out of range.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1), e.g. 0.05")
+    if not 0.0 <= test_fraction < 1.0:
+        raise UserError(f"data.test_fraction={test_fraction} must be in [0, 1), e.g. 0.0")
+    if val_fraction + test_fraction >= 1.0:
+        raise UserError(
+            f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} must be "
+            "below 1 so that some images remain for training"
+        )
+    splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, key in enumerate(keys):
+        u = _unit_interval(key)
+        if u < test_fraction:
+            splits["test"].append(i)
+        elif u < test_fraction + val_fraction:
+            splits["val"].append(i)
+        else:
+            splits["train"].append(i)
+    return splits
