@@ -1,0 +1,192 @@
+"""DiffusionModule: the training loop of the seed's notes, as Lightning glue (no maths here).
+
+Each step: draw t uniformly, noise x_0 with q_sample, predict with the UNet, take the loss of
+the configured objective (diffusion/gaussian.py). Validation uses fixed noise and t (seeded by
+batch index) so the curve measures the model, not the draw, and splits the loss into
+timestep buckets. Sampling uses the EMA weights, which are stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from catdiff.diffusion import GaussianDiffusion, SampleResult, sample
+from catdiff.models import EMA
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; raised before the bad gradient reaches the weights."""
+
+
+class DiffusionModule(L.LightningModule):
+    """Train ``model`` to reverse ``diffusion``; sample with an EMA copy of it.
+
+    Args:
+        model: network ``model(x_t, t) -> prediction`` of the diffusion's objective.
+        diffusion: the Gaussian process (schedule, objective, loss).
+        optimizer: partial ``optimizer(params) -> torch.optim.Optimizer`` (from config).
+        lr_scheduler: partial ``fn(optimizer, total_steps) -> LRScheduler`` stepped every step, or None.
+        ema_decay: EMA decay; the weights used for sampling and val loss.
+        ema_warmup: ramp the decay as (1 + n) / (10 + n) early on, so EMA tracks fresh weights.
+        sampler: default sampler for :meth:`sample` (e.g. DDPMSampler()).
+        val_buckets: validation loss is also logged per bucket of t (``val/loss_t<k>``).
+        image_shape: (C, H, W) of samples.
+        run_config: the run's resolved config (plain dict), written into every checkpoint so
+            ``catdiff.sample`` can rebuild the model without the original config files.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        diffusion: GaussianDiffusion,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable[..., Any] | None = None,
+        ema_decay: float = 0.999,
+        ema_warmup: bool = True,
+        sampler: Callable[..., SampleResult] | None = None,
+        val_buckets: int = 10,
+        image_shape: Sequence[int] = (1, 28, 28),
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.diffusion = diffusion
+        self.ema = EMA(model, decay=ema_decay, warmup=ema_warmup)
+        self.optimizer_fn = optimizer
+        self.lr_scheduler_fn = lr_scheduler
+        self.sampler = sampler
+        self.val_buckets = val_buckets
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.run_config = run_config or {}
+        self._val_sums: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x_t, t)
+
+    def _losses(
+        self,
+        net: nn.Module,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        stratified: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample losses (B,) and their timesteps t (B,) for clean images x0 in [-1, 1].
+
+        ``stratified`` spreads t evenly over [0, T) across the batch (one random offset), so
+        every timestep bucket is measured even on a small validation set.
+        """
+        if stratified:
+            n, T = x0.shape[0], self.diffusion.T
+            offset = torch.rand((), generator=generator, device=x0.device)
+            t = ((torch.arange(n, device=x0.device) + offset) * T / n).long().clamp_(max=T - 1)
+        else:
+            t = self.diffusion.sample_timesteps(x0.shape[0], x0.device, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        prediction = net(x_t, t)
+        return self.diffusion.loss_per_sample(prediction.float(), x0, t, noise), t
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self._losses(self.model, batch)[0].mean()
+        # One host sync per step; on CPU it is free, and it stops the run before a NaN
+        # gradient reaches the weights, so the last checkpoint on disk stays good.
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {self.global_step}: "
+                "lower optimizer.lr, or use diffusion.loss=huber; the last good checkpoint is kept"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update(self.model)
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    # ---------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        zeros = torch.zeros(self.val_buckets, device=self.device, dtype=torch.float64)
+        self._val_sums = {"ema": zeros.clone(), "raw": zeros.clone(), "count": zeros.clone()}
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        # The same noise and t for a given batch at every validation: curves compare models.
+        for name, net in (("ema", self.ema.model), ("raw", self.model)):
+            generator = torch.Generator(device=batch.device).manual_seed(10_007 + batch_idx)
+            losses, t = self._losses(net, batch, generator=generator, stratified=True)
+            bucket = (t * self.val_buckets) // self.diffusion.T
+            self._val_sums[name].index_add_(0, bucket, losses.double())
+        self._val_sums["count"].index_add_(0, bucket, torch.ones_like(losses, dtype=torch.float64))
+
+    def on_validation_epoch_end(self) -> None:
+        sums = {
+            k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._val_sums.items()
+        }
+        count = sums["count"]
+        if count.sum() == 0:
+            return
+        metrics = {
+            "val/loss": sums["ema"].sum() / count.sum(),
+            "val/loss_raw": sums["raw"].sum() / count.sum(),
+        }
+        for k in range(self.val_buckets):
+            if count[k] > 0:
+                metrics[f"val/loss_t{k}"] = sums["ema"][k] / count[k]
+        # Sums were already reduced over ranks above, so no further sync here.
+        self.log("val/loss", metrics.pop("val/loss").float(), prog_bar=True)
+        self.log_dict({k: v.float() for k, v in metrics.items()})
+
+    # ---------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_fn(params=self.model.parameters())
+        if self.lr_scheduler_fn is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.lr_scheduler_fn(optimizer, total_steps=total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ----------------------------------------------------------------- sampling
+    @torch.inference_mode()
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        sampler: Callable[..., SampleResult] | None = None,
+        record: Sequence[int] = (),
+        progress: bool = False,
+    ) -> SampleResult:
+        """Draw ``n`` images with the EMA weights; the same seed gives the same images."""
+        sampler = sampler or self.sampler
+        if sampler is None:
+            raise ValueError("no sampler: pass one, or set module.sampler in the config")
+        was_training = self.ema.model.training
+        self.ema.model.eval()
+        try:
+            return sample(
+                sampler,
+                self.ema.model,
+                self.diffusion,
+                n,
+                self.image_shape,
+                seed=seed,
+                device=self.device,
+                record=record,
+                progress=progress,
+            )
+        finally:
+            self.ema.model.train(was_training)
+
+    # -------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["catdiff"] = {"config": self.run_config, "image_shape": list(self.image_shape)}

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real config composed once with Hydra's compose API, then shrunk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests share two cores with each other's subprocesses: no OpenMP spin-waiting, one thread.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+torch.set_num_threads(1)
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train"):
+    """The config a user gets from ``python -m catdiff.train <overrides>`` (with hydra keys)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import catdiff.config  # noqa: F401  (registers resolvers)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(
+            config_name=config_name, overrides=overrides or [], return_hydra_config=True
+        )
+
+
+@pytest.fixture
+def catfaces_root() -> Path:
+    root = SHARED_DATA / "catfaces64"
+    if not root.is_dir():
+        pytest.skip("../shared/data/catfaces64 is not present on this machine")
+    return root

@@ -1,0 +1,151 @@
+"""End to end, as a user runs it: train a few steps, sample, resume; and the one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+
+def run(
+    args: list[str], cwd: Path = ROOT, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+FAST = ["debug=fast", "data=synthetic", "logger=csv"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "first"
+    run(["catdiff.train", *FAST, f"hydra.run.dir={run_dir}"])
+    return run_dir
+
+
+def test_train_writes_checkpoint_grid_config_and_metrics(trained_run: Path) -> None:
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((trained_run / "samples").glob("step_*.png")), "no sample grid written"
+    assert (trained_run / "config.yaml").is_file()
+    metrics = (trained_run / "csv" / "metrics.csv").read_text()
+    for column in ("train/loss", "val/loss", "val/loss_t0", "lr-AdamW"):
+        assert column in metrics.splitlines()[0]
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 20
+    assert any(k.startswith("ema.model.") for k in ckpt["state_dict"]), (
+        "EMA weights missing from the checkpoint"
+    )
+
+
+def test_sample_writes_grid_zoom_trajectory_and_images(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "samples"
+    args = [
+        "catdiff.sample",
+        f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "n=6",
+        "sampler=ddim",
+        "steps=5",
+        "seed=0",
+    ]
+    run([*args, f"out={out}"])
+    for name in ("grid.png", "zoom.png", "trajectory.png"):
+        assert (out / name).is_file(), name
+    images = sorted((out / "images").glob("*.png"))
+    assert [p.name for p in images] == [f"{i:04d}.png" for i in range(6)]
+    from PIL import Image
+
+    assert Image.open(images[0]).size == (28, 28)
+    zoom, grid = Image.open(out / "zoom.png"), Image.open(out / "grid.png")
+    assert zoom.size[0] > 4 * grid.size[0] / 3  # x8 of the first 16 (here 6) samples
+    # Same seed, same images; another seed, other images.
+    run([*args, f"out={tmp_path / 'again'}"])
+    run([*args[:-1], "seed=1", f"out={tmp_path / 'other'}"])
+    first = Image.open(out / "grid.png").tobytes()
+    assert first == Image.open(tmp_path / "again" / "grid.png").tobytes()
+    assert first != Image.open(tmp_path / "other" / "grid.png").tobytes()
+
+
+def test_resume_continues_global_step(trained_run: Path, tmp_path: Path) -> None:
+    last = trained_run / "checkpoints" / "last.ckpt"
+    run(
+        [
+            "catdiff.train",
+            *FAST,
+            f"hydra.run.dir={tmp_path}",
+            f"ckpt_path={last}",
+            "trainer.max_steps=30",
+        ]
+    )
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 30
+
+
+def test_sample_rejects_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("not a checkpoint")
+    proc = run(["catdiff.sample", f"ckpt={bogus}"], check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a catdiff checkpoint" in lines[0], proc.stderr
+
+
+def test_no_network_and_no_data_root_stops_with_one_line(tmp_path: Path) -> None:
+    env = {"CATDIFF_DATA_DIR": str(tmp_path / "data"), "CATDIFF_DATA_ROOT": ""}
+    proc = run(
+        ["catdiff.train", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv"], env=env, check=False
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert "data.root=PATH" in lines[-1] and "data=synthetic" in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("diffusion.T=0", "diffusion.T"),
+        ("data.image_size=29", "model.image_size"),
+        ("diffusion.schedule=zigzag", "diffusion.schedule"),
+    ],
+)
+def test_bad_config_values_give_one_line_naming_the_key(
+    override: str, key: str, tmp_path: Path
+) -> None:
+    proc = run(["catdiff.train", *FAST, override, f"hydra.run.dir={tmp_path}"], check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert key in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_trains_on_real_cat_faces(catfaces_root: Path, tmp_path: Path) -> None:
+    run(
+        [
+            "catdiff.train",
+            "debug=fast",
+            "logger=csv",
+            f"data.root={catfaces_root}",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    log = (tmp_path / "train.log").read_text()
+    assert "8000 distinct" in log
