@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,15 @@ from catdiff.errors import UserError
 from catdiff.lightning.module import NonFiniteLossError
 
 log = logging.getLogger("catdiff.train")
+
+# Lightning warnings that do not apply here: whole-batch iterable datasets know their length
+# exactly (no workers), the EMA copy is in eval mode on purpose, and a torch deprecation.
+for message in (
+    r".*IterableDataset. has .__len__. defined",
+    r".*module\(s\) in eval mode",
+    r".*LeafSpec",
+):
+    warnings.filterwarnings("ignore", message=message)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_root: str, name: str) -> str | None:

@@ -102,12 +102,17 @@ class Throughput(Callback):
         self._t0 = None  # do not count validation time as training time
 
 
-class CrashGuard(Callback):
-    """On a crash or Ctrl-C, save ``last.ckpt`` so nothing is lost -- except when the loss went
-    non-finite: then the weights may be bad and the last good checkpoint must stay."""
+class LastCheckpoint(Callback):
+    """Keeps ``last.ckpt`` current where ModelCheckpoint does not: at the end of training (when
+    max_steps is not a multiple of the validation interval) and on a crash or Ctrl-C, so
+    nothing is lost -- except when the loss went non-finite: then the weights may be bad and
+    the last good checkpoint must stay."""
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
         self.path = Path(dirpath) / filename
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -116,7 +121,7 @@ class CrashGuard(Callback):
 
         if isinstance(exception, NonFiniteLossError) or trainer.global_step == 0:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
         log.warning(
             "run interrupted (%s): saved %s at step %d",
             type(exception).__name__,

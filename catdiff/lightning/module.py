@@ -104,7 +104,10 @@ class DiffusionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Here, not in on_train_batch_end: callbacks (checkpoints) run before that hook, and
+        # the EMA must have seen every optimizer step that a saved state includes.
+        super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model)
 
     def on_train_epoch_start(self) -> None:
