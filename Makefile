@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train demo sample test test-all lint format bench clean
+.PHONY: help install train demo sample test test-all lint format bench bench-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ lint:  ## ruff lint + format check
 format:  ## apply ruff formatting and autofixes
 	$(PY) -m ruff check --fix catdiff tests
 	$(PY) -m ruff format catdiff tests
+
+bench:  ## speed vs diffusers, ~10 min on 2 idle cores: JSON + markdown in experiments/bench/ (ARGS="--out PATH")
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.bench $(ARGS)
+
+bench-quick:  ## the same benchmark in < 2 min: smaller batch and chains, labelled as such
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.bench --quick $(ARGS)
 
 clean:  ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

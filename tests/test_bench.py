@@ -1,0 +1,159 @@
+"""The benchmark harness: its timing helper, ratios, and the report of a --tiny run.
+
+No real benchmark runs here: ``--tiny`` times toy models on toy sizes, only to check that
+every measurement runs and lands in the JSON and markdown with the right structure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from catdiff import bench
+from catdiff.benchmarks import train_speed
+from catdiff.benchmarks.timing import (
+    Timing,
+    measure,
+    measure_interleaved,
+    rate_figure,
+    ratio,
+    seconds_figure,
+)
+from catdiff.models import UNet, count_parameters
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_measure_runs_warmup_then_timed_reps() -> None:
+    calls = []
+    timing = measure(lambda: calls.append(1), reps=5, warmup=2)
+    assert len(calls) == 7
+    assert (timing.reps, timing.warmup) == (5, 2)
+    assert 0 <= timing.min <= timing.median <= timing.max
+
+
+def test_measure_interleaved_alternates_the_functions() -> None:
+    calls = []
+    timings = measure_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], 3, 1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert [t.reps for t in timings] == [3, 3]
+
+
+def test_measure_rejects_no_reps() -> None:
+    with pytest.raises(ValueError):
+        measure(lambda: None, reps=0, warmup=1)
+
+
+def test_rate_and_ratio_directions() -> None:
+    fast, slow = Timing(0.5, 0.4, 1.0, 5, 1), Timing(1.0, 0.8, 2.0, 5, 1)
+    ours = rate_figure("a", "train", "a", fast, items=10, how="", flop_per_item=1e9)
+    theirs = rate_figure("b", "train", "b", slow, items=10, how="")
+    assert (ours.median, ours.min, ours.max) == (20, 10, 25)  # min rate from the slowest rep
+    assert ours.gflop_s == pytest.approx(20)
+    r = ratio("r", "r", ours, theirs)
+    assert r.ratio == pytest.approx(2.0) and r.better == "higher"
+    t = ratio(
+        "s",
+        "s",
+        seconds_figure("c", "sample", "c", fast, ""),
+        seconds_figure("d", "sample", "d", slow, ""),
+    )
+    assert t.ratio == pytest.approx(0.5) and t.better == "lower"
+
+
+def test_bench_mirrors_the_default_config() -> None:
+    module = OmegaConf.load(CONF / "module" / "default.yaml")
+    trainer = OmegaConf.load(CONF / "trainer" / "default.yaml")
+    optimizer = OmegaConf.to_container(module.optimizer)
+    assert optimizer["_target_"] == "torch.optim.AdamW"
+    assert optimizer["lr"] == train_speed.ADAMW_KWARGS["lr"]
+    assert optimizer["weight_decay"] == train_speed.ADAMW_KWARGS["weight_decay"]
+    assert tuple(optimizer["betas"]) == train_speed.ADAMW_KWARGS["betas"]
+    assert module.ema_decay == train_speed.EMA_DECAY
+    assert trainer.gradient_clip_val == train_speed.GRAD_CLIP
+    tiny = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "unet_tiny.yaml"))
+    for key, value in bench.TINY_UNET.items():
+        assert tiny[key] == (list(value) if isinstance(value, tuple) else value), key
+
+
+def test_matched_catdiff_keeps_a_matching_model_and_resizes_another() -> None:
+    target = count_parameters(UNet(**bench.TINY_UNET))
+    kwargs, note = bench.matched_catdiff(bench.TINY_UNET, target)
+    assert kwargs == bench.TINY_UNET and "same model size" in note
+    wide = {**bench.TINY_UNET, "base_channels": 16}
+    kwargs, note = bench.matched_catdiff(wide, target)
+    assert abs(count_parameters(UNet(**kwargs)) / target - 1) <= bench.PARAM_TOLERANCE
+    assert "base_channels=" in note
+
+
+def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "tiny.json"
+    # A missing data folder: the decode benchmark falls back to synthetic files.
+    bench.main(["--tiny", "--out", str(out), "--data", str(tmp_path / "no-such-folder")])
+
+    report = json.loads(out.read_text())
+    assert report["mode"] == "tiny"
+    for key in ("cpu", "logical_cpus", "torch", "threads", "date", "load_average_start"):
+        assert key in report["machine"]
+    figures = report["figures"]
+    expected = [
+        "peak/matmul/fp32",
+        "peak/conv3x3/bf16",
+        "flops/default/forward",
+        "flops/diffusers/train_step",
+        "train/default/fp32/adamw",
+        "train/diffusers/bf16/adamw",
+        *(case.id for case in bench.TRAIN_VARIANTS),
+        "sample/default/ddim50/bf16",
+        "sample/diffusers/ddim50/fp32",
+        *(case.id for case in bench.SAMPLE_VARIANTS),
+        "data/cold",
+        "data/warm",
+        "lightning/trainer",
+        "lightning/plain",
+    ]
+    assert set(expected) <= set(figures), set(expected) - set(figures)
+    for fig in figures.values():
+        assert 0 < fig["min"] <= fig["median"] <= fig["max"], fig["id"]
+        assert fig["how"]
+    train = figures["train/default/fp32/adamw"]
+    assert train["unit"] == "img/s" and train["gflop_s"] > 0
+    assert {"util_matmul", "util_conv", "params", "batch"} <= set(train["extra"])
+    assert "extrapolated" in figures["sample/default/ddpm1000/fp32"]["label"]
+    assert figures["data/cold"]["extra"]["x_train"] > 0
+    assert "overhead_ms" in figures["lightning/trainer"]["extra"]
+
+    ratios = report["ratios"]
+    assert set(ratios) == {"train_fp32", "train_bf16", "sample_ddim50_fp32", "sample_ddim50_bf16"}
+    for r in ratios.values():
+        ours, theirs = figures[r["catdiff_figure"]], figures[r["diffusers_figure"]]
+        assert r["ratio"] == pytest.approx(ours["median"] / theirs["median"])
+        assert "diffusers" in r["diffusers_figure"]
+
+    md = out.with_suffix(".md").read_text()
+    for heading in (
+        "# catdiff benchmark (tiny)",
+        "## Training throughput",
+        "## Sampling time",
+        "## Data pipeline",
+        "## catdiff vs diffusers",
+        "## How each figure",
+    ):
+        assert heading in md
+    assert "| figure | median | min | max |" in md
+
+
+def test_a_model_of_another_size_is_compared_through_a_matched_one() -> None:
+    wide = {**bench.TINY_UNET, "base_channels": 16}
+    settings = dataclasses.replace(bench.TINY, models={"default": wide, "large": wide})
+    b = bench.Bench(settings, data_root=None)
+    assert b.compare == "matched"
+    assert abs(b.params["matched"] / b.params["diffusers"] - 1) <= bench.PARAM_TOLERANCE
+    groups = b.train_groups()
+    assert (bench.TrainCase("matched", "fp32"), bench.TrainCase("diffusers", "fp32")) in groups
+    assert (bench.TrainCase("default", "fp32"),) in groups
+    assert any("base_channels=8" in note for note in b.report.notes)
