@@ -107,3 +107,28 @@ def test_apply_edges_user_errors():
         apply_edges(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "sobel")
     with pytest.raises(UserError, match="data.edge_blur"):
         apply_edges(images, "sobel", blur_sigma=-1.0)
+
+
+def test_blurred_edges_match_scipy_end_to_end():
+    images = torch.from_numpy(
+        np.random.default_rng(4).integers(0, 256, (3, 1, 14, 14), dtype=np.uint8)
+    )
+    got = apply_edges(images, "sobel", blur_sigma=1.0)
+    for img, edge in zip(images, got):
+        blurred = ndimage.gaussian_filter(
+            img[0].double().numpy() / 255, 1.0, mode="nearest", truncate=3.0
+        )
+        expected = np.clip(np.rint(scipy_magnitude(blurred) / SOBEL_MAX * 255), 0, 255)
+        assert np.abs(edge[0].numpy().astype(int) - expected).max() <= 1  # float32 rounding
+
+
+def test_grids_of_edge_models_show_gray_and_edges_side_by_side():
+    from catdiff.images import grid, to_uint8
+
+    gray_and_edges = torch.stack([torch.full((2, 6, 5), -1.0), torch.full((2, 6, 5), 1.0)], 1)
+    picture = grid(gray_and_edges, nrow=2, pad=1)  # 2 images, each 2 panels of 5 px
+    assert picture.shape == (1 + 6 + 1, 1 + 2 * (10 + 1))
+    first = picture[1:7, 1:11]
+    assert (first[:, :5] == 0).all() and (first[:, 5:] == 255).all()  # gray | edges
+    edges_only = grid(torch.ones(3, 1, 6, 5), nrow=3)
+    assert edges_only.ndim == 2 and edges_only.max() == to_uint8(torch.ones(1)).item()

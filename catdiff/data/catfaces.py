@@ -45,13 +45,16 @@ def _has_network(host: str = "www.kaggle.com", port: int = 443, timeout: float =
 def _image_folder(folder: Path) -> Path:
     """Descend through wrapper folders (no images, one sub-folder), e.g. ``<download>/cats``."""
     while True:
-        entries = list(folder.iterdir())
-        if any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
-            return folder
-        subfolders = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+        subfolders = []
+        with os.scandir(folder) as entries:  # stops at the first image: cheap on 13,544 files
+            for entry in entries:
+                if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+                    return folder
+                if not entry.name.startswith(".") and entry.is_dir():
+                    subfolders.append(entry.name)
         if len(subfolders) != 1:
             return folder
-        folder = subfolders[0]
+        folder = folder / subfolders[0]
 
 
 def _first_line(error: BaseException) -> str:

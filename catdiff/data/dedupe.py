@@ -25,6 +25,25 @@ def image_key(image: torch.Tensor | np.ndarray) -> str:
     return h.hexdigest()
 
 
+def unique_indices(images: torch.Tensor) -> tuple[list[int], list[str]]:
+    """Indices of the first occurrence of each distinct image (N, C, H, W), and their keys."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(
+            f"drop_duplicates wants a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
+        )
+    pixels = images.cpu().contiguous().numpy()
+    keep: list[int] = []
+    keys: list[str] = []
+    seen: set[str] = set()
+    for i in range(pixels.shape[0]):
+        key = image_key(pixels[i])
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+            keys.append(key)
+    return keep, keys
+
+
 def drop_duplicates(images: torch.Tensor) -> tuple[torch.Tensor, list[str], int]:
     """Drop exact duplicate images, keeping the first occurrence of each.
 
@@ -36,21 +55,7 @@ def drop_duplicates(images: torch.Tensor) -> tuple[torch.Tensor, list[str], int]
         order, their content keys (:func:`image_key`, hex SHA-1 of shape + pixels), and
         ``N - N'``.
     """
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError(
-            f"drop_duplicates wants a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
-        )
-    images = images.cpu().contiguous()
-    pixels = images.numpy()
-    keep: list[int] = []
-    keys: list[str] = []
-    seen: set[str] = set()
-    for i in range(images.shape[0]):
-        key = image_key(pixels[i])
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-            keys.append(key)
+    keep, keys = unique_indices(images)
     dropped = images.shape[0] - len(keep)
     unique = images[keep] if dropped else images
     return unique, keys, dropped
@@ -75,11 +80,12 @@ def split_by_hash(
 ) -> dict[str, list[int]]:
     """Split items into train / val / test by the hash of their key.
 
-    Each key is hashed to u in [0, 1): u < test_fraction goes to "test", u < test_fraction +
-    val_fraction to "val", the rest to "train". An item's split depends only on its own key
-    and the fractions, so adding or removing files never moves existing images between
-    splits, equal keys always land together, and changing ``val_fraction`` leaves the test
-    split untouched. Split sizes are therefore only approximately proportional.
+    Each key is hashed to u in [0, 1): u < val_fraction goes to "val", u >= 1 - test_fraction
+    to "test", the rest to "train". An item's split depends only on its own key and the
+    fractions, so adding or removing files never moves existing images between splits, equal
+    keys always land together, changing ``val_fraction`` leaves the test split untouched and
+    changing ``test_fraction`` (e.g. 0 -> 0.05) leaves the validation split untouched, so
+    validation losses stay comparable. Split sizes are only approximately proportional.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``: sorted index lists into ``keys``.
@@ -99,10 +105,10 @@ def split_by_hash(
     splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, key in enumerate(keys):
         u = _unit_interval(key)
-        if u < test_fraction:
-            splits["test"].append(i)
-        elif u < test_fraction + val_fraction:
+        if u < val_fraction:
             splits["val"].append(i)
+        elif u >= 1.0 - test_fraction:
+            splits["test"].append(i)
         else:
             splits["train"].append(i)
     return splits

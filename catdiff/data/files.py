@@ -1,39 +1,117 @@
-"""Listing the image files under a folder (``data.root``)."""
+"""Listing the image files under a folder (``data.root``), optionally filtered (``data.include``)."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from catdiff.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
+_GLOB_CHARS = frozenset("*?[")
 
-def list_images(root: str | Path) -> list[Path]:
-    """All image files under ``root``, recursively, sorted by path.
 
-    Extensions are matched case-insensitively against :data:`IMAGE_EXTENSIONS`. Symlinked
-    folders are not descended into (``os.walk(followlinks=False)``), so a link loop cannot
-    hang the listing; symlinked files are listed. macOS ``._name`` resource-fork files are
-    skipped: they carry an image extension but hold no image.
+def _as_patterns(include: str | Sequence[str] | None) -> list[str]:
+    if include is None:
+        return []
+    if isinstance(include, str):
+        include = [include]
+    patterns = [str(p).strip().strip("/") for p in include]
+    return [p for p in patterns if p]
 
-    Raises:
-        UserError: naming ``data.root`` if the folder is missing or holds no images.
+
+def matches_include(relative: str, patterns: Sequence[str]) -> bool:
+    """Whether a path relative to ``data.root`` (``/``-separated) passes ``data.include``.
+
+    A pattern without glob characters names a sub-folder (or one file): ``train`` keeps
+    ``train/...``. A pattern with ``*``, ``?`` or ``[...]`` is an ``fnmatch`` glob over the whole
+    relative path, where ``*`` also crosses ``/``: ``*/cat/*`` keeps ``train/cat/1.jpg`` and
+    ``test/cat/1.jpg``. No patterns keep everything.
+    """
+    if not patterns:
+        return True
+    for pattern in patterns:
+        if _GLOB_CHARS.isdisjoint(pattern):
+            if relative == pattern or relative.startswith(pattern + "/"):
+                return True
+        elif fnmatch.fnmatchcase(relative, pattern):
+            return True
+    return False
+
+
+def list_relative(root: str | Path, include: str | Sequence[str] | None = None) -> list[str]:
+    """:func:`list_images` as ``/``-separated paths relative to ``root`` (same order).
+
+    Strings, not ``Path`` objects: listing 13,544 files this way takes a tenth of the time,
+    which is most of a warm start.
     """
     folder = Path(root).expanduser()
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "folder not found"
         raise UserError(f"data.root={root}: {what}; pass data.root=PATH to a folder of images")
-    found = [
-        Path(dirpath) / name
-        for dirpath, _dirnames, filenames in os.walk(folder, followlinks=False)
-        for name in filenames
-        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")
-    ]
+    top = str(folder)
+    found: list[str] = []
+    for dirpath, _dirnames, filenames in os.walk(top, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, top).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        found.extend(
+            prefix + name
+            for name in filenames
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")
+        )
     if not found:
         raise UserError(
             f"data.root={root}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found in it "
             "or below; pass data.root=PATH to a folder of images"
         )
-    return sorted(found)
+    patterns = _as_patterns(include)
+    if patterns:
+        kept = [rel for rel in found if matches_include(rel, patterns)]
+        if not kept:
+            raise UserError(
+                f"data.include={patterns} keeps none of the {len(found)} image files under "
+                f"data.root={root}; give sub-folders or globs relative to data.root, or null"
+            )
+        found = kept
+    found.sort(key=lambda rel: rel.split("/"))  # the order of sorted(Path, ...): by parts
+    return found
+
+
+def list_images(root: str | Path, include: str | Sequence[str] | None = None) -> list[Path]:
+    """All image files under ``root``, recursively, sorted by path.
+
+    Extensions are matched case-insensitively against :data:`IMAGE_EXTENSIONS`. Symlinked
+    folders are not descended into (``os.walk(followlinks=False)``), so a link loop cannot
+    hang the listing; symlinked files are listed (a file link that loops onto itself is
+    listed too, and later counted as unreadable). macOS ``._name`` resource-fork files are
+    skipped: they carry an image extension but hold no image. Folders that cannot be read
+    are skipped silently (``os.walk`` ignores their errors).
+
+    Args:
+        root: the folder (``data.root``).
+        include: ``data.include``: a sub-folder or glob, or a list of them, relative to
+            ``root`` (see :func:`matches_include`); ``None`` keeps every image.
+
+    Raises:
+        UserError: naming ``data.root`` if the folder is missing or holds no images, and
+            ``data.include`` when its patterns keep none of them.
+    """
+    folder = Path(root).expanduser()
+    return [folder / rel for rel in list_relative(root, include)]
+
+
+def file_stats(paths: Sequence[str | Path]) -> list[tuple[int, int]]:
+    """``(size, mtime_ns)`` of each file (following symlinks); ``(-1, -1)`` where stat fails
+    (the file vanished, or a symlink loops). Cheap: one ``stat`` call per file."""
+    stats = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stats.append((-1, -1))
+        else:
+            stats.append((st.st_size, st.st_mtime_ns))
+    return stats

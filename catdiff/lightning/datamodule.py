@@ -1,35 +1,27 @@
 """CatDataModule: images decoded once into a uint8 tensor in memory, batches drawn whole.
 
 Sources (``data.source``): ``catfaces`` (Kaggle cat faces: data.root, $CATDIFF_DATA_ROOT, or a
-one-time kagglehub download), ``folder`` (any tree of images under data.root) and ``synthetic``
-(procedural cat sketches, offline). Exact duplicates are dropped before the split, which is by
-content hash, so no image is in both train and val. Scaling to [-1, 1] and the random
-horizontal flip run on whole batches on the training device.
+one-time kagglehub download), ``cifar10_cat`` (CIFAR-10 cats with CIFAR's own test split),
+``folder`` (any tree of images under data.root, optionally filtered by data.include) and
+``synthetic`` (procedural cat sketches, offline). Files are decoded once into an on-disk cache
+(``data.cache_dir``), exact duplicates are dropped before the split, which is by content hash,
+so no image is in two of train/val/test. Scaling to [-1, 1] and the random horizontal flip
+run on whole batches on the training device. All the work is in :mod:`catdiff.data`.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
-from catdiff.data import (
-    apply_edges,
-    drop_duplicates,
-    load_folder,
-    resolve_catfaces_root,
-    split_by_hash,
-    synthetic_cats,
-)
+from catdiff.data import SOURCES, LoadedImages, LoadReport, apply_edges, load_source, split_loaded
 from catdiff.data.batches import TensorBatches
+from catdiff.data.edges import EDGE_MODES
 from catdiff.errors import UserError
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("catfaces", "folder", "synthetic")
 
 
 def data_channels(channels: int, edges: str) -> int:
@@ -41,19 +33,25 @@ class CatDataModule(L.LightningDataModule):
     """Cat images as uint8 tensors (N, C, H, W); batches arrive as float in [-1, 1].
 
     Args:
-        source: one of ``catfaces``, ``folder``, ``synthetic``.
-        root: folder of images (``folder``; optional for ``catfaces``).
+        source: one of ``catfaces``, ``cifar10_cat``, ``folder``, ``synthetic``.
+        root: folder of images (``folder``; optional for ``catfaces`` and ``cifar10_cat``).
         data_dir: where downloads go.
-        image_size: side of the square images the model sees (28 in the seed).
+        image_size: side of the square images the model sees (28 in the seed; 32, 64).
         channels: 1 (grayscale, the seed) or 3 (RGB).
         edges: ``none``, ``sobel`` (edge magnitude replaces the image) or ``sobel+gray``.
         edge_blur: Gaussian blur sigma (pixels) before Sobel; 0 = none.
-        resample: resize filter (``bicubic``, ``bilinear``, ``lanczos``, ``nearest``, ``box``).
+        resample: resize filter (``bicubic``, ``bilinear``, ``lanczos``, ``nearest``, ``box``,
+            ``hamming``).
+        crop: ``center`` (centred square of a non-square image) or ``none`` (squeeze it).
+        include: sub-folder(s) or glob(s) relative to ``root`` to keep; None keeps all.
         flip: random horizontal flip of training batches.
         val_fraction: share of distinct images held out for validation (by content hash).
+        test_fraction: share held out for testing (by content hash; ``cifar10_cat`` uses
+            CIFAR's own test set instead). Changing it leaves the validation split as it is.
         batch_size: images per step per device.
         synthetic_n: how many sketches ``synthetic`` draws.
         seed: shuffling seed (the order repeats for a given seed and epoch).
+        cache_dir: folder of the decode cache; None (or "") turns it off.
     """
 
     def __init__(
@@ -71,12 +69,20 @@ class CatDataModule(L.LightningDataModule):
         batch_size: int = 128,
         synthetic_n: int = 2000,
         seed: int = 0,
+        test_fraction: float = 0.05,
+        crop: str = "center",
+        include: str | list[str] | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
             raise UserError(f"data.source={source!r} is not one of {', '.join(SOURCES)}")
+        if edges not in EDGE_MODES:
+            raise UserError(f"data.edges={edges!r} is not one of {', '.join(EDGE_MODES)}")
         if edges != "none" and channels != 1:
             raise UserError(f"data.edges={edges} works on grayscale: set data.channels=1")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"data.batch_size={batch_size} must be a positive integer, e.g. 128")
         self.source = source
         self.root = root
         self.data_dir = data_dir
@@ -85,13 +91,22 @@ class CatDataModule(L.LightningDataModule):
         self.edges = edges
         self.edge_blur = edge_blur
         self.resample = resample
+        self.crop = crop
+        self.include = (
+            list(include) if include is not None and not isinstance(include, str) else include
+        )
         self.flip = flip
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.batch_size = batch_size
         self.synthetic_n = synthetic_n
         self.seed = seed
+        self.cache_dir = cache_dir
         self.train_images: torch.Tensor | None = None
         self.val_images: torch.Tensor | None = None
+        self.test_images: torch.Tensor | None = None
+        self.report: LoadReport | None = None
+        self._loaded: LoadedImages | None = None
         self._train_batches: TensorBatches | None = None
 
     @property
@@ -99,64 +114,77 @@ class CatDataModule(L.LightningDataModule):
         return data_channels(self.channels, self.edges)
 
     # ------------------------------------------------------------------ loading
-    def _load(self) -> tuple[torch.Tensor, list[str], str]:
-        """Distinct uint8 images, their content keys, and a one-line report of what was found."""
-        if self.source == "synthetic":
-            images, keys, dropped = drop_duplicates(
-                synthetic_cats(self.synthetic_n, self.image_size, seed=self.seed)
-            )
-            return (
-                images,
-                keys,
-                f"data=synthetic: {self.synthetic_n} procedural cat sketches, {len(images)} distinct",
-            )
-        if self.source == "catfaces":
-            root = resolve_catfaces_root(self.root, self.data_dir)
-        elif not self.root:
-            raise UserError("data=folder needs data.root=PATH (a folder of cat images)")
-        else:
-            root = Path(self.root)
-        images, keys, report = load_folder(
-            root, self.image_size, self.channels, self.resample, progress=True
+    def _load(self) -> LoadedImages:
+        """Distinct uint8 images, their content keys and the load report (see load_source)."""
+        return load_source(
+            self.source,
+            root=self.root,
+            data_dir=self.data_dir,
+            image_size=self.image_size,
+            channels=self.channels,
+            resample=self.resample,
+            crop=self.crop,
+            include=self.include,
+            cache_dir=self.cache_dir,
+            synthetic_n=self.synthetic_n,
+            seed=self.seed,
+            progress=True,
         )
-        if report.unreadable:
-            log.warning("skipped %d unreadable files: %s", report.unreadable, report)
-        return images, keys, str(report)
+
+    def prepare_data(self) -> None:
+        """Download (once) and decode into the cache, on one process per node.
+
+        Under DDP the other ranks then find a warm cache in :meth:`setup`; in a single
+        process the result is kept in memory and not loaded twice.
+        """
+        if self.train_images is None and self._loaded is None:
+            self._loaded = self._load()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_images is not None:
             return
-        images, keys, found = self._load()
-        split = split_by_hash(keys, val_fraction=self.val_fraction)
-        train, val = images[split["train"]], images[split["val"]]
+        loaded, self._loaded = self._loaded or self._load(), None
+        splits = split_loaded(loaded, self.val_fraction, self.test_fraction)
+        train, val, test = splits["train"], splits["val"], splits["test"]
+        report = loaded.report
         if len(train) < self.batch_size:
-            where = f"data.root={self.root}" if self.root else f"data={self.source}"
+            where = f"data.root={report.root}" if report.root else f"data={self.source}"
             raise UserError(
                 f"{where} has {len(train)} training images, fewer than one batch "
-                f"(data.batch_size={self.batch_size}): add images or lower data.batch_size"
+                f"(data.batch_size={self.batch_size}): add images, lower data.batch_size, "
+                "or point data.root=PATH at a larger folder"
+            )
+        if len(val) == 0 and self.val_fraction > 0:
+            log.warning(
+                "data.val_fraction=%s left no validation images (%d distinct in all): "
+                "validation losses will be missing; add images or raise data.val_fraction",
+                self.val_fraction,
+                report.distinct,
             )
         if self.edges != "none":
-            train = apply_edges(train, self.edges, blur_sigma=self.edge_blur)
-            val = apply_edges(val, self.edges, blur_sigma=self.edge_blur)
-        self.train_images, self.val_images = train.contiguous(), val.contiguous()
-        log.info(
-            "%s; train %d, val %d, each %s", found, len(train), len(val), tuple(train.shape[1:])
-        )
+            train, val, test = (
+                apply_edges(x, self.edges, blur_sigma=self.edge_blur) for x in (train, val, test)
+            )
+        self.train_images, self.val_images, self.test_images = train, val, test
+        self.report = report
+        log.info("%s; each image %s", report, tuple(train.shape[1:]))
 
     # -------------------------------------------------------------- dataloaders
     def set_epoch(self, epoch: int) -> None:
         if self._train_batches is not None:
             self._train_batches.set_epoch(epoch)
 
-    def train_dataloader(self) -> DataLoader:
+    # The iterables go to Lightning bare, not in a DataLoader: a DataLoader would hide their
+    # state_dict (so a resumed run would restart the epoch) and draw from the global RNG at
+    # every iter() (so a resumed run would flip different images). Batches are already whole.
+    def train_dataloader(self) -> TensorBatches:
         self._train_batches = TensorBatches(
             self.train_images, self.batch_size, shuffle=True, drop_last=True, seed=self.seed
         )
-        return DataLoader(self._train_batches, batch_size=None)
+        return self._train_batches
 
-    def val_dataloader(self) -> DataLoader:
-        batches = TensorBatches(self.val_images, self.batch_size, shuffle=False, drop_last=False)
-        return DataLoader(batches, batch_size=None)
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.val_images, self.batch_size, shuffle=False, drop_last=False)
 
     def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
         """uint8 batch on the device -> float in [-1, 1], randomly flipped while training."""
