@@ -1,16 +1,22 @@
-"""Hydra/OmegaConf glue shared by the entry points: resolvers and config-to-object helpers."""
+"""Hydra/OmegaConf glue shared by the entry points: resolvers, config-to-object helpers, the
+checks that turn config mistakes into one-line errors, and the run's identity on W&B.
+
+Light on purpose: no Lightning or torch at import, so a config mistake is reported in about
+a second, before the heavy imports.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from catdiff.errors import UserError
-from catdiff.lightning.datamodule import data_channels
 
 
 def _wandb_offline() -> bool:
@@ -18,12 +24,33 @@ def _wandb_offline() -> bool:
     return not os.environ.get("WANDB_API_KEY")
 
 
+def _data_channels(channels: Any, edges: Any) -> int:
+    from catdiff.lightning.datamodule import data_channels
+
+    return data_channels(int(channels), str(edges))
+
+
+def _slurm_gpus(accelerator: Any, devices: Any) -> int | None:
+    """GPUs per node to ask SLURM for: the trainer's devices on GPUs, none for CPU training."""
+    if str(accelerator) not in ("gpu", "cuda"):
+        return None
+    if not isinstance(devices, int):
+        raise UserError(
+            f"trainer.devices={devices}: SLURM needs a GPU count, pass trainer.devices=N"
+        )
+    return devices
+
+
 def register_resolvers() -> None:
-    """Resolvers used in conf/: ``${data_channels:C,edges}`` and ``${wandb_offline:}``."""
-    if not OmegaConf.has_resolver("data_channels"):
-        OmegaConf.register_new_resolver("data_channels", lambda c, e: data_channels(int(c), str(e)))
-    if not OmegaConf.has_resolver("wandb_offline"):
-        OmegaConf.register_new_resolver("wandb_offline", _wandb_offline)
+    """Resolvers used in conf/: ``${data_channels:C,edges}``, ``${wandb_offline:}`` and
+    ``${slurm_gpus:accelerator,devices}``."""
+    for name, fn in (
+        ("data_channels", _data_channels),
+        ("wandb_offline", _wandb_offline),
+        ("slurm_gpus", _slurm_gpus),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 register_resolvers()
@@ -40,11 +67,178 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
-        if isinstance(e.__cause__, TypeError | ValueError):  # e.g. an unknown or mistyped argument
-            raise UserError(f"bad config under `{key}`: {e.__cause__}") from e
+        if _is_config_mistake(e.__cause__):  # e.g. an unknown or mistyped argument
+            first_line = str(e.__cause__).strip().splitlines()[0]
+            raise UserError(f"bad config under `{key}`: {first_line}") from e
         raise
+
+
+def _is_config_mistake(error: BaseException | None) -> bool:
+    if isinstance(error, TypeError | ValueError):
+        return True
+    try:  # Lightning's "you asked for something this Trainer cannot do"
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(error, MisconfigurationException)
 
 
 def to_plain(cfg: DictConfig) -> dict:
     """The resolved config as plain Python containers (safe for ``torch.load(weights_only=True)``)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+# ----------------------------------------------------------------------------- checks
+# Keys whose values legitimately change type (Lightning accepts 2, "auto", [0, 1] ...).
+_ANY_TYPE = {
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.precision",
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.limit_train_batches",
+}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, ListConfig | list):
+        return "a list"
+    if isinstance(value, DictConfig | dict):
+        return "a mapping"
+    return "a string"
+
+
+def _same_type(old: Any, new: Any) -> bool:
+    if old is None or new is None:
+        return True
+    if isinstance(old, bool):
+        return isinstance(new, bool)
+    if isinstance(old, int):
+        return isinstance(new, int) and not isinstance(new, bool)
+    if isinstance(old, float):
+        return isinstance(new, int | float) and not isinstance(new, bool)
+    if isinstance(old, ListConfig):
+        return isinstance(new, ListConfig)
+    if isinstance(old, DictConfig):
+        return isinstance(new, DictConfig)
+    return not isinstance(new, ListConfig | DictConfig)  # strings take any scalar
+
+
+def check_override_types(cfg: DictConfig) -> None:
+    """Each ``key=value`` of this job (command line or sweep) keeps the type of the value it
+    replaces: ``trainer.max_steps=abc`` stops here with one line, not deep inside training.
+
+    The reference is the same config composed with only this job's group choices
+    (``experiment=...``, ``data=...``). Needs a running Hydra app; a no-op otherwise.
+    """
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return
+    hydra = HydraConfig.get()
+    groups = set(hydra.runtime.choices.keys())
+    overrides = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+    values = [o for o in overrides if o.key_or_group not in groups and not o.is_delete()]
+    if not values:
+        return
+    reference = compose(
+        config_name=hydra.job.config_name,
+        overrides=[o.input_line for o in overrides if o.key_or_group in groups],
+    )
+    for override in values:
+        key = override.key_or_group
+        if key in _ANY_TYPE:
+            continue
+        try:
+            old = OmegaConf.select(reference, key, throw_on_missing=False)
+            new = OmegaConf.select(cfg, key, throw_on_missing=False)
+        except Exception:  # an interpolation only a running job can resolve: not a type
+            continue
+        if not _same_type(old, new):
+            default = OmegaConf.to_container(old) if OmegaConf.is_config(old) else old
+            raise UserError(
+                f"{key}={override.get_value_element_as_str()} has the wrong type: "
+                f"{key} takes {_kind(old)} (default: {default!r})"
+            )
+
+
+def check_devices(trainer: DictConfig) -> None:
+    """``trainer.devices`` must exist on this machine: fail before any data is loaded."""
+    devices = trainer.get("devices")
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if devices is None:
+        raise UserError("trainer.devices is not set: pass trainer.devices=N (devices per node)")
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
+        return  # "auto", -1, a list of ids: Lightning checks those
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        found = torch.cuda.device_count()
+        if devices > found:
+            raise UserError(
+                f"trainer.devices={devices} but this machine has {found} GPU(s): "
+                f"lower trainer.devices, or use trainer=ddp_cpu to try DDP on CPU processes"
+            )
+    elif accelerator in ("cpu", "auto"):
+        cores = os.cpu_count() or 1
+        if devices > cores:
+            raise UserError(
+                f"trainer.devices={devices} CPU processes but this machine has {cores} cores: "
+                f"use trainer.devices<={cores}"
+            )
+
+
+# ------------------------------------------------------------------------ identity
+def _swept_keys(sweep_dir: Path, member_overrides: list[str], params: Any) -> list[str]:
+    """The keys a sweep varies: its ``hydra.sweeper.params`` and the command line's lists, as
+    the sweeper saw them (``<sweep dir>/multirun.yaml``); a later single value wins."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [f"{k}={v}" for k, v in (params or {}).items()]
+    saved = sweep_dir / "multirun.yaml"
+    if saved.is_file():
+        lines += list(OmegaConf.load(saved).hydra.overrides.task)
+    swept: dict[str, bool] = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        swept[override.key_or_group] = override.is_sweep_override()
+    members = {line.split("=", 1)[0].lstrip("+~") for line in member_overrides}
+    return [k for k, is_sweep in swept.items() if is_sweep and k in members]
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """How the run appears on W&B: ``group`` = experiment name plus sweep id (all members of
+    one sweep side by side), ``name`` = the swept values (``edges=sobel seed=1``), ``id``
+    derived from the run folder (a requeued job continues its own run), ``tags``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    run_dir = Path(cfg.paths.run_dir)
+    group, name = str(cfg.name), run_dir.name
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        if hydra.mode == RunMode.MULTIRUN:
+            sweep_dir = Path(hydra.sweep.dir)
+            group = f"{cfg.name}-{sweep_dir.name.removeprefix('multirun_')}"
+            task = list(hydra.overrides.task)
+            axes = _swept_keys(sweep_dir, task, hydra.sweeper.get("params"))
+            values = dict(line.lstrip("+").split("=", 1) for line in task if "=" in line)
+            swept = [f"{k.rsplit('.', 1)[-1]}={values[k]}" for k in axes if k in values]
+            name = " ".join(swept) or name
+    d = cfg.get("diffusion") or {}
+    data = cfg.get("data") or {}
+    tags = [str(cfg.name)] + [
+        str(v) for v in (d.get("schedule"), d.get("objective"), d.get("loss")) if v is not None
+    ]
+    if data.get("edges") not in (None, "none"):
+        tags.append(f"edges={data.get('edges')}")
+    run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return {"group": group, "name": name, "id": run_id, "tags": tags}

@@ -1,35 +1,62 @@
 """Train a DDPM on cat faces: ``python -m catdiff.train [experiment=NAME] [key=value ...]``.
 
 Thin on purpose: compose the config (conf/train.yaml), build the data, model, diffusion,
-callbacks, loggers and trainer from it, fit, and print where the run folder is.
+callbacks, loggers and trainer from it, fit, and print where the run folder is. An
+experiment file that sets ``hydra.mode: MULTIRUN`` runs its whole sweep from this one command
+(no ``-m``); each member is one call of :func:`train`.
+
+Mistakes in the config (an unknown key, a wrong type, an experiment that does not exist, a
+bad value) stop before any training with one line on stderr that names the key, and exit
+code 2; ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
-import lightning as L
-import torch
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
-from catdiff.config import build, to_plain
+from catdiff.config import build, check_devices, check_override_types, run_identity, to_plain
 from catdiff.errors import UserError
-from catdiff.lightning.module import NonFiniteLossError
 
 log = logging.getLogger("catdiff.train")
 
-# Lightning warnings that do not apply here: whole-batch iterable datasets know their length
-# exactly (no workers), the EMA copy is in eval mode on purpose, and a torch deprecation.
+# Idle OpenMP threads must not spin while another process needs the cores (a DDP rank on CPU,
+# parallel sweep members): that made a step ~6x slower on 2 cores and costs nothing when idle.
+# Set before torch is imported (it is, lazily, in train()); DDP ranks inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# Lightning warnings that do not apply here: whole-batch iterables know their length exactly
+# (no workers), the EMA copy is in eval mode on purpose, a torch deprecation, and the hint to
+# use srun on a machine that has SLURM installed but runs this job outside it.
 for message in (
     r".*IterableDataset. has .__len__. defined",
     r".*module\(s\) in eval mode",
     r".*LeafSpec",
+    r".*The .srun. command is available",
+    r".*does not have many workers",
+    r".*It is recommended to use .self.log\('val/",  # val sums are all-reduced before logging
 ):
     warnings.filterwarnings("ignore", message=message)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss went non-finite; the message names the run folder with the last good checkpoint."""
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_root: str, name: str) -> str | None:
@@ -51,10 +78,73 @@ def resolve_ckpt_path(ckpt_path: str | None, output_root: str, name: str) -> str
     return ckpt_path
 
 
+def _build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra: dict[str, Any] = {}
+        if str(node.get("_target_", "")).endswith("WandbLogger"):
+            os.environ.setdefault("WANDB_SILENT", "true")  # no banner on stderr
+            identity = run_identity(cfg)
+            extra = {k: v for k, v in identity.items() if node.get(k) is None}
+        loggers.append(build(node, f"logger.{key}", **extra))
+    return loggers
+
+
+def _finish_wandb(loggers: list[Any], failed: bool) -> None:
+    """End the W&B run: one process runs every member of a local sweep, and an unfinished run
+    would swallow the next member's metrics."""
+    if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def _summary(trainer: Any, metrics: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The final numbers of the run: last metrics, best validation loss, steps, images, time."""
+    summary: dict[str, Any] = {f"final/{k}": v for k, v in metrics.items()}
+    best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    if best is not None:
+        summary["best/val_loss"] = float(best)
+    summary["global_step"] = int(trainer.global_step)
+    summary["world_size"] = int(trainer.world_size)
+    summary["wall_time_s"] = round(seconds, 1)
+    return summary
+
+
+def _file_logs_on_rank_zero_only() -> None:
+    """Under SLURM every DDP rank is a task that runs this job, Hydra's log file included:
+    ranks > 0 log to the console only, so train.log is rank 0's (the subprocess launcher in
+    catdiff/lightning/ddp.py does the same for the ranks it starts)."""
+    if int(os.environ.get("SLURM_PROCID", "0")) > 0:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
+    _file_logs_on_rank_zero_only()
+    check_override_types(cfg)
+    check_devices(cfg.trainer)
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_root, cfg.name)
+    own_last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and own_last.is_file():
+        # This run folder already trained: SLURM requeued the job after a preemption or a
+        # time limit (same sweep member, same folder). Go on from where it stopped.
+        ckpt_path = str(own_last)
+
+    import lightning as L
+    import torch
+
+    from catdiff.lightning.callbacks import LastCheckpoint
+    from catdiff.lightning.loggers import CSVLogger
+    from catdiff.lightning.module import NonFiniteLossError
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
@@ -74,34 +164,125 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Set after building: instantiate() would try to build the _target_ entries inside it.
     module.run_config = to_plain(cfg)
     callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items() if c is not None]
-    loggers = [
-        build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c is not None
-    ]
+    loggers = _build_loggers(cfg)
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+    resume_step = None
+    if ckpt_path is not None:
+        try:
+            resume_step = int(torch.load(ckpt_path, map_location="cpu", mmap=True)["global_step"])
+        except Exception as e:
+            raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint ({e})") from e
+        if trainer.is_global_zero:
+            log.info("resuming from %s at step %d", ckpt_path, resume_step)
+    for logger in loggers:
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir).is_relative_to(run_dir):
+            logger.resume_step = resume_step  # same folder: keep the history up to the checkpoint
 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        hparams = {
+            **to_plain(cfg),
+            "world_size": trainer.world_size,
+            "global_batch_size": cfg.data.batch_size * trainer.world_size,
+        }
+        for logger in loggers:
+            logger.log_hyperparams(hparams)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    started = time.perf_counter()
+    failed = True
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if trainer.is_global_zero and trainer.global_step != resume_step:  # it trained
+            summary = _summary(trainer, metrics, time.perf_counter() - started)
+            (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+            for logger in loggers:
+                if type(logger).__name__ == "WandbLogger":
+                    logger.experiment.summary.update(summary)
+        failed = False
+    except NonFiniteLossError as e:
+        raise TrainingDiverged(f"{e} (run folder: {run_dir})") from None
+    finally:
+        _finish_wandb(loggers, failed)
+
+    for callback in callbacks:
+        if isinstance(callback, LastCheckpoint):  # preempted: requeue and exit here
+            callback.requeue_if_signalled(trainer.global_rank)
     if trainer.is_global_zero:
         print(f"run folder: {run_dir}  (checkpoints/last.ckpt, samples/, config.yaml)")
     return metrics
 
 
+_FULL_TRACE = False  # HYDRA_FULL_ERROR=1 was set by the user (cli() sets it for itself)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        return train(cfg).get("val/loss")  # what a sweep would optimise
+    except (UserError, OmegaConfBaseException) as e:
+        # A config mistake: one line and exit 2, here, before Hydra adds its own report. A
+        # sweep stops at its first bad member. Under submitit the error goes back to the sweep
+        # (submitit records it) instead: exiting there would leave the job without a result.
+        if _FULL_TRACE or "SUBMITIT_FOLDER" in os.environ:
+            raise
+        print(f"error: {describe(e)}", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteLossError as e:
-        print(f"error: {e} (run folder: {cfg.paths.run_dir})", file=sys.stderr)
+    except TrainingDiverged as e:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        # A single run reports here. In a sweep the other members go on; Hydra names this one.
+        if _FULL_TRACE or HydraConfig.get().mode != RunMode.RUN:
+            raise
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    return metrics.get("val/loss")  # what a sweep would optimise
+
+
+def describe(error: BaseException) -> str:
+    """One line for a config mistake, naming the key."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, choice = str(error.missing_cfg_file).rpartition("/")
+        if group:
+            options = ", ".join(error.options or [])
+            return f"{group}={choice} does not exist; {group} is one of: {options}"
+    cause = error.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and "Could not override" in str(
+        error
+    ):
+        key = cause.full_key or str(error).split("'")[1]
+        return (
+            f"unknown config key '{key}' (see `python -m catdiff.train --cfg job` for the keys; "
+            f"+{key}=VALUE adds a new one)"
+        )
+    if isinstance(error, MissingMandatoryValue) or isinstance(cause, MissingMandatoryValue):
+        missing = error if isinstance(error, MissingMandatoryValue) else cause
+        key = missing.full_key
+        return f"{key} must be set: pass {key}=VALUE"
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def cli() -> None:
+    """``python -m catdiff.train``: Hydra's main, with config mistakes on one line (exit 2)."""
+    global _FULL_TRACE
+    _FULL_TRACE = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # make Hydra raise instead of printing its own report
+    try:
+        main()
+    except (UserError, HydraException, OmegaConfBaseException) as e:
+        if _FULL_TRACE:
+            raise
+        print(f"error: {describe(e)}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as e:
+        if _FULL_TRACE:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

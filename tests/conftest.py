@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,12 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Tests share two cores with each other's subprocesses: no OpenMP spin-waiting, one thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Runs started by tests (and their subprocesses) write downloads, caches and run folders to a
+# temporary place, never into the checkout.
+_scratch = Path(tempfile.mkdtemp(prefix="catdiff-tests-"))
+atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+os.environ.setdefault("CATDIFF_DATA_DIR", str(_scratch / "data"))
+os.environ.setdefault("CATDIFF_OUTPUTS", str(_scratch / "outputs"))
 torch.set_num_threads(1)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
 
@@ -119,21 +120,7 @@ def test_no_network_and_no_data_root_stops_with_one_line(tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(
-    ("override", "key"),
-    [
-        ("diffusion.T=0", "diffusion.T"),
-        ("data.image_size=29", "model.image_size"),
-        ("diffusion.schedule=zigzag", "diffusion.schedule"),
-    ],
-)
-def test_bad_config_values_give_one_line_naming_the_key(
-    override: str, key: str, tmp_path: Path
-) -> None:
-    proc = run(["catdiff.train", *FAST, override, f"hydra.run.dir={tmp_path}"], check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert key in proc.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in proc.stderr
+# Bad config values (one line naming the key, exit 2): tests/test_errors.py.
 
 
 def test_trains_on_real_cat_faces(catfaces_root: Path, tmp_path: Path) -> None:
@@ -149,3 +136,17 @@ def test_trains_on_real_cat_faces(catfaces_root: Path, tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     log = (tmp_path / "train.log").read_text()
     assert "8000 distinct" in log
+
+
+def test_experiment_file_runs_its_whole_sweep_without_dash_m(tmp_path: Path) -> None:
+    """`python -m catdiff.train experiment=edge_trial` (the README's command) is the whole
+    comparison: one sweep folder, one run folder per member (debug=fast: one seed)."""
+    run(["catdiff.train", "experiment=edge_trial", *FAST], env={"CATDIFF_OUTPUTS": str(tmp_path)})
+    (sweep,) = (tmp_path / "edge_trial").glob("multirun_*")
+    members = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_", 1)[0] for p in members] == ["0", "1", "2"]
+    edges = []
+    for member in members:
+        assert (member / "checkpoints" / "last.ckpt").is_file()
+        edges.append(OmegaConf.load(member / "config.yaml").data.edges)
+    assert edges == ["none", "sobel", "sobel+gray"]

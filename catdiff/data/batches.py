@@ -4,9 +4,17 @@ Tiny images make per-sample Python (``Dataset.__getitem__`` + collate) the bottl
 ``DataLoader``; here a batch is ``images[perm[i:i + B]]``. Shuffling is seeded by
 (seed, epoch) so runs repeat; under DDP each rank takes a disjoint stride of one global
 permutation (the same on every rank), so no sampler injection is needed.
+
+:class:`TensorBatches` is resumable: ``state_dict()`` holds the epoch and how many batches of
+it were handed out, and Lightning stores it in checkpoints (it saves the state of any train
+iterable that has ``state_dict``/``load_state_dict``), so a resumed run sees exactly the
+batches an uninterrupted run would have seen next.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -22,9 +30,11 @@ def _rank_and_world() -> tuple[int, int]:
 class TensorBatches(IterableDataset):
     """Iterate over ``images`` (N, C, H, W) uint8 in batches of ``batch_size`` (per rank).
 
-    Use with ``DataLoader(TensorBatches(...), batch_size=None)``. ``shuffle`` reshuffles every
-    epoch (the caller sets it with :meth:`set_epoch`); ``drop_last`` drops the incomplete final batch so every
-    step sees the same batch size (training); validation keeps it.
+    Hand it to Lightning as is (a ``train_dataloader`` may return any iterable): wrapped in a
+    ``DataLoader`` it would lose its ``state_dict`` and draw from the global RNG at every
+    ``iter()``. ``shuffle`` reshuffles every epoch (the caller sets it with :meth:`set_epoch`);
+    ``drop_last`` drops the incomplete final batch so every step sees the same batch size
+    (training); validation keeps it.
     """
 
     def __init__(
@@ -42,9 +52,19 @@ class TensorBatches(IterableDataset):
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.position = 0  # batches of `epoch` handed out so far
+        self._start = 0  # where the next iteration begins (set by load_state_dict)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.position, self._start = epoch, 0, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = self._start = int(state["position"])
 
     def _indices(self) -> torch.Tensor:
         n = len(self.images)
@@ -62,8 +82,13 @@ class TensorBatches(IterableDataset):
         n = len(self.images) // world
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        start, self._start = self._start, 0
+        if start >= len(self):  # saved right after the epoch's last batch: go on with the next
+            self.epoch, start = self.epoch + 1, 0
         idx = self._indices()
         stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
-        for i in range(0, stop, self.batch_size):
-            yield self.images[idx[i : i + self.batch_size]]
+        for position, i in enumerate(range(0, stop, self.batch_size), start=1):
+            if position > start:
+                self.position = position  # before yielding: a checkpoint after this batch
+                yield self.images[idx[i : i + self.batch_size]]  # resumes after it

@@ -1,13 +1,18 @@
-"""Callbacks: sample grids during training, throughput, and saving work when a run crashes."""
+"""Callbacks: sample grids during training, throughput, and saving work on a crash or preemption."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -103,25 +108,149 @@ class Throughput(Callback):
 
 
 class LastCheckpoint(Callback):
-    """Keeps ``last.ckpt`` current where ModelCheckpoint does not: at the end of training (when
-    max_steps is not a multiple of the validation interval) and on a crash or Ctrl-C, so
-    nothing is lost -- except when the loss went non-finite: then the weights may be bad and
-    the last good checkpoint must stay."""
+    """Keeps ``last.ckpt`` current where ModelCheckpoint does not, so no work is lost:
 
-    def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
+    * at the end of training (when max_steps is not a multiple of the validation interval);
+    * on a crash or Ctrl-C -- except when the loss went non-finite: then the weights may be
+      bad and the last good checkpoint must stay;
+    * on SLURM's preemption or time-limit signal (``requeue_signal``, SIGUSR2 as submitit's
+      ``signal_delay_s`` asks SLURM to send): at the next step boundary it saves, stops, and
+      after ``fit`` :meth:`requeue_if_signalled` requeues the job (through submitit when
+      submitit runs it, else ``scontrol requeue``) and exits. The requeued job finds
+      ``last.ckpt`` in its run folder and resumes from it (catdiff/train.py). Outside SLURM the
+      signal saves and stops the run (resume it with ``ckpt_path=``);
+    * on SIGTERM (what SLURM sends before killing a preempted job): under SLURM it saves and
+      trains on (SLURM either requeues the job, which then resumes, or sends the requeue
+      signal); elsewhere it saves, stops and exits with code 143.
+
+    The signals only set a flag; the work happens between steps, where the weights, the EMA,
+    the optimizer, the data position and the RNG agree, so the saved state is exact.
+    Under DDP the ranks agree on the flag (one small all-reduce per step) and save together.
+    """
+
+    _TERMINATE, _REQUEUE = 1, 2
+
+    def __init__(
+        self, dirpath: str, filename: str = "last.ckpt", requeue_signal: str | None = "SIGUSR2"
+    ) -> None:
         self.path = Path(dirpath) / filename
+        self.requeue_signal = signal.Signals[requeue_signal] if requeue_signal else None
+        # Once acted upon: "requeue" (the requeue signal under SLURM), "stop" (the requeue
+        # signal elsewhere: checkpoint and stop) or "terminate" (SIGTERM outside SLURM).
+        self.stop_reason: str | None = None
+        self._received = 0
+        self._saved_step = -1
+        self._previous: dict[signal.Signals, Any] = {}
 
+    # ------------------------------------------------------------------ signals
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_reason, self._received, self._saved_step = None, 0, -1
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        wanted = [signal.SIGTERM] + ([self.requeue_signal] if self.requeue_signal else [])
+        for signum in wanted:
+            # Lightning's own SIGTERM handler (replaced while training, restored by Lightning
+            # after fit) would raise mid-epoch without saving; submitit's requeue handler is
+            # kept and called once the checkpoint is on disk.
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        code = self._REQUEUE if signum == self.requeue_signal else self._TERMINATE
+        self._received = max(self._received, code)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            if signal.getsignal(signum) == self._on_signal and handler is not None:
+                signal.signal(signum, handler)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        code = self._received
+        if trainer.world_size > 1:  # every rank must take the same decision at the same step
+            flag = torch.tensor(code, device=pl_module.device)
+            code = int(trainer.strategy.reduce(flag, reduce_op="max"))
+        if not code:
+            return
+        self._received = 0
+        in_slurm = "SLURM_JOB_ID" in os.environ
+        for logger in trainer.loggers:  # metrics up to now on disk with the checkpoint
+            logger.save()
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
+        if code == self._TERMINATE and in_slurm:
+            if trainer.is_global_zero:
+                log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+            return
+        if code == self._REQUEUE:
+            self.stop_reason = "requeue" if in_slurm else "stop"
+        else:
+            self.stop_reason = "terminate"
+        # Stop after this step as if it were the last one. (Not `should_stop`: that runs an
+        # extra validation whose checkpoint Lightning resumes from one logging step off.)
+        trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
+        for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint would save its own last
+            callback.save_last = False  # .ckpt at train end, after the epoch is closed: too late
+        if self.stop_reason == "requeue" and trainer.is_global_zero:
+            for logger in trainer.loggers:  # W&B shows the run as preempted, not crashed
+                mark = getattr(getattr(logger, "experiment", None), "mark_preempting", None)
+                if callable(mark):
+                    mark()
+        if trainer.is_global_zero:
+            log.warning(
+                "signal received: saved %s at step %d and stopping%s",
+                self.path,
+                trainer.global_step,
+                " to requeue" if self.stop_reason == "requeue" else "",
+            )
+
+    def requeue_if_signalled(self, rank: int = 0) -> None:
+        """After ``fit``: requeue the job and exit if the requeue signal stopped it under
+        SLURM; exit with 143 (terminated) if SIGTERM stopped it; else do nothing (a local run
+        stopped on request returns normally). Exiting with ``SystemExit`` before the job
+        function returns tells submitit the job has not finished."""
+        if self.stop_reason in (None, "stop"):
+            return
+        if self.stop_reason == "terminate":
+            raise SystemExit(143)
+        submitit_handler = self._previous.get(self.requeue_signal)
+        if callable(submitit_handler):
+            # submitit: rank 0 dumps the job for resubmission, requeues and exits; other ranks
+            # return from it and exit below.
+            submitit_handler(int(self.requeue_signal), None)
+        elif rank == 0:
+            job = os.environ.get("SLURM_ARRAY_JOB_ID")
+            job = (
+                f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ["SLURM_JOB_ID"]
+            )
+            subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+            log.warning("requeued SLURM job %s", job)
+        raise SystemExit(f"requeued at step {self._saved_step}")
+
+    # --------------------------------------------------------------- end, crash
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
+        if trainer.global_step != self._saved_step:  # not already saved by a signal
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         from catdiff.lightning.module import NonFiniteLossError
 
-        if isinstance(exception, NonFiniteLossError) or trainer.global_step == 0:
+        if (
+            isinstance(exception, NonFiniteLossError)
+            or trainer.global_step == 0
+            or trainer.global_step == self._saved_step
+        ):
             return
-        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
+        if trainer.world_size == 1:
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
+        else:
+            # Only this rank may have failed: Trainer.save_checkpoint ends in a barrier that the
+            # other ranks would never reach. Dump and let rank 0 write, without collectives.
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            trainer.strategy.save_checkpoint(checkpoint, self.path)
         log.warning(
             "run interrupted (%s): saved %s at step %d",
             type(exception).__name__,

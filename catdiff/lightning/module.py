@@ -4,10 +4,16 @@ Each step: draw t uniformly, noise x_0 with q_sample, predict with the UNet, tak
 the configured objective (diffusion/gaussian.py). Validation uses fixed noise and t (seeded by
 batch index) so the curve measures the model, not the draw, and splits the loss into
 timestep buckets. Sampling uses the EMA weights, which are stored in every checkpoint.
+
+Randomness is resumable: t and the noise of a training step come from a generator seeded by
+(seed, rank, step), and the global RNG (random flips) is saved in checkpoints, so a run that
+resumes from a checkpoint repeats the losses of one that never stopped (on CPU, exactly).
+Under DDP every rank draws its own t and noise; the weights, and so the EMA, stay identical.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +23,8 @@ from torch import nn
 
 from catdiff.diffusion import GaussianDiffusion, SampleResult, sample
 from catdiff.models import EMA
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -38,6 +46,7 @@ class DiffusionModule(L.LightningModule):
         image_shape: (C, H, W) of samples.
         run_config: the run's resolved config (plain dict), written into every checkpoint so
             ``catdiff.sample`` can rebuild the model without the original config files.
+        seed: seeds the per-step draws of t and noise (with the rank and the step).
     """
 
     def __init__(
@@ -52,6 +61,7 @@ class DiffusionModule(L.LightningModule):
         val_buckets: int = 10,
         image_shape: Sequence[int] = (1, 28, 28),
         run_config: dict | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -63,7 +73,9 @@ class DiffusionModule(L.LightningModule):
         self.val_buckets = val_buckets
         self.image_shape = tuple(int(s) for s in image_shape)
         self.run_config = run_config or {}
+        self.seed = int(seed)
         self._val_sums: dict[str, torch.Tensor] = {}
+        self._rng_to_restore: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ training
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -92,8 +104,16 @@ class DiffusionModule(L.LightningModule):
         prediction = net(x_t, t)
         return self.diffusion.loss_per_sample(prediction.float(), x0, t, noise), t
 
+    def _step_generator(self, device: torch.device) -> torch.Generator:
+        """The generator for this step's t and noise: a pure function of (seed, rank, step), so
+        resuming needs no generator state and DDP ranks draw different noise."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        key = (self.seed * 1_000_003 + self.global_step) * world + rank
+        return torch.Generator(device=device).manual_seed(key)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self._losses(self.model, batch)[0].mean()
+        generator = self._step_generator(batch.device)
+        loss = self._losses(self.model, batch, generator=generator)[0].mean()
         # One host sync per step; on CPU it is free, and it stops the run before a NaN
         # gradient reaches the weights, so the last checkpoint on disk stays good.
         if not torch.isfinite(loss):
@@ -101,7 +121,11 @@ class DiffusionModule(L.LightningModule):
                 f"training loss became {loss.item()} at step {self.global_step}: "
                 "lower optimizer.lr, or use diffusion.loss=huber; the last good checkpoint is kept"
             )
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        # Under DDP the logged loss is the mean over ranks (one scalar all-reduce per step).
+        distributed = self.trainer.world_size > 1
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=distributed
+        )
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -109,6 +133,36 @@ class DiffusionModule(L.LightningModule):
         # the EMA must have seen every optimizer step that a saved state includes.
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model)
+
+    def on_train_start(self) -> None:
+        # Restored here, after Lightning's own setup and right before the first batch, so
+        # nothing between loading the checkpoint and training draws from the restored RNG.
+        if self._rng_to_restore is not None:
+            torch.set_rng_state(self._rng_to_restore["torch"])
+            cuda = self._rng_to_restore.get("cuda")
+            if cuda is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(cuda, self.device)
+            self._rng_to_restore = None
+
+    def on_train_end(self) -> None:
+        self._check_ema_identical_across_ranks()
+
+    def _check_ema_identical_across_ranks(self) -> None:
+        """DDP keeps the weights identical on every rank, hence the EMA; check it (bitwise)
+        once at the end, so a rank that drifted cannot go unnoticed in the checkpoint."""
+        if self.trainer.world_size == 1:
+            return
+        mine = torch.cat([p.detach().flatten().float() for p in self.ema.model.parameters()])
+        everyone = [torch.empty_like(mine) for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather(everyone, mine)
+        if not all(torch.equal(everyone[0], row) for row in everyone[1:]):
+            raise RuntimeError("EMA weights differ between DDP ranks")
+        if self.trainer.is_global_zero:
+            log.info(
+                "EMA weights identical on all %d ranks (%d values)",
+                self.trainer.world_size,
+                mine.numel(),
+            )
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -193,3 +247,12 @@ class DiffusionModule(L.LightningModule):
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["catdiff"] = {"config": self.run_config, "image_shape": list(self.image_shape)}
+        # The global RNG draws the random flips; every rank draws the same amount, so rank
+        # 0's state is every rank's. (t and noise need no state: see _step_generator.)
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        checkpoint["rng"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng")
