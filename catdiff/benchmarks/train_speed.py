@@ -104,8 +104,11 @@ def datamodule_for(images: torch.Tensor, batch_size: int) -> CatDataModule:
     return dm
 
 
-def endless_batches(dm: CatDataModule) -> Callable[[], torch.Tensor]:
-    """``next_batch()``: the datamodule's next training batch after its uint8 -> [-1, 1] + flip.
+def endless_batches(
+    dm: CatDataModule, device: torch.device | str = "cpu"
+) -> Callable[[], torch.Tensor]:
+    """``next_batch()``: the datamodule's next training batch, moved to ``device``, after its
+    uint8 -> [-1, 1] + flip (what the training loop draws).
 
     ``on_after_batch_transfer`` flips only while ``dm.trainer.training``; outside a Trainer a
     stand-in object says so, so the real transform runs.
@@ -121,7 +124,7 @@ def endless_batches(dm: CatDataModule) -> Callable[[], torch.Tensor]:
             epoch += 1
 
     stream = epochs()
-    return lambda: dm.on_after_batch_transfer(next(stream), 0)
+    return lambda: dm.on_after_batch_transfer(next(stream).to(device, non_blocking=True), 0)
 
 
 class _TrainingStandIn:

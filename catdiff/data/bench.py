@@ -36,12 +36,6 @@ import torch
 DEFAULT_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "catfaces64"
 
 
-class _Training:
-    """Stands in for ``trainer`` so ``on_after_batch_transfer`` flips as in training."""
-
-    training = True
-
-
 def _datamodule(args: argparse.Namespace, root: str | None, cache_dir: str | None):
     from catdiff.lightning.datamodule import CatDataModule
 
@@ -72,24 +66,16 @@ def _sync(device: torch.device) -> None:
 
 def batches_per_second(dm, n_batches: int, device: str = "cpu") -> float:
     """Training batches/s: DataLoader, copy to ``device``, the on-device transform."""
+    from catdiff.benchmarks.train_speed import endless_batches
+
     device = torch.device(device)
-    dm.trainer = _Training()
-    loader = dm.train_dataloader()
-
-    def stream():
-        epoch = 0
-        while True:
-            dm.set_epoch(epoch)
-            yield from loader
-            epoch += 1
-
-    batches = stream()
+    next_batch = endless_batches(dm, device)
     for _ in range(3):  # warm-up
-        dm.on_after_batch_transfer(next(batches).to(device), 0)
+        next_batch()
     _sync(device)
     start = time.perf_counter()
     for _ in range(n_batches):
-        x = dm.on_after_batch_transfer(next(batches).to(device, non_blocking=True), 0)
+        x = next_batch()
     _sync(device)
     seconds = time.perf_counter() - start
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
