@@ -23,7 +23,7 @@ DATA_ROOT ?= $(firstword $(wildcard ../shared/data/catfaces64))
 train:  ## the seed's experiment on the Kaggle cat faces (ARGS="key=value ...")
 	$(PY) -m catdiff.train $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
 
-demo:  ## offline demo: small model on synthetic cat sketches, ~2 min on 2 cores, then samples
+demo:  ## offline demo: a small model trained 600 steps on synthetic cat sketches, then 64 DDIM samples
 	$(PY) -m catdiff.train data=synthetic model=unet_small diffusion.T=250 trainer.max_steps=600 \
 		trainer.val_check_interval=200 callbacks.sample_grid.every_n_steps=200 name=demo $(ARGS)
 	$(PY) -m catdiff.sample ckpt=$$(ls -t outputs/demo/*/checkpoints/last.ckpt | head -1) n=64 sampler=ddim steps=50
