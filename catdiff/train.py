@@ -130,6 +130,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     _file_logs_on_rank_zero_only()
     check_override_types(cfg)
     check_devices(cfg.trainer)
+    if cfg.trainer.precision == "auto":  # resolved here so config.yaml and checkpoints record it
+        from catdiff.lightning.precision import auto_precision
+
+        cfg.trainer.precision = auto_precision(cfg.trainer.accelerator)
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_root, cfg.name)
     own_last = run_dir / "checkpoints" / "last.ckpt"

@@ -47,6 +47,12 @@ def test_train_writes_checkpoint_grid_config_and_metrics(trained_run: Path) -> N
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     assert list((trained_run / "samples").glob("step_*.png")), "no sample grid written"
     assert (trained_run / "config.yaml").is_file()
+    from omegaconf import OmegaConf
+
+    from catdiff.lightning.precision import auto_precision
+
+    # trainer.precision=auto (the default) is resolved and recorded, not passed on as "auto".
+    assert OmegaConf.load(trained_run / "config.yaml").trainer.precision == auto_precision("auto")
     metrics = (trained_run / "csv" / "metrics.csv").read_text()
     for column in ("train/loss", "val/loss", "val/loss_t0", "lr-AdamW"):
         assert column in metrics.splitlines()[0]
