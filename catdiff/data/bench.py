@@ -90,26 +90,14 @@ def train_images_per_second(
     warmup: int = 2,
     device: str = "cpu",
 ) -> float:
-    """Images/s of plain fp32 training steps of the default model (no Lightning, no AMP)."""
+    """Images/s of catdiff's own fp32 training step on the default model (no Lightning, no AMP):
+    the step ``make bench`` times (loss, backward, clipping, AdamW, EMA update)."""
+    from catdiff.benchmarks.train_speed import build_module, image_batch, train_step_fn
+
     device = torch.device(device)
-    from catdiff.diffusion.build import build_diffusion
-    from catdiff.models import UNet
-
-    torch.manual_seed(0)
-    model = UNet(image_size=image_size, in_channels=channels).to(device)
-    diffusion = build_diffusion().to(device)  # the seed's: linear, T=1000, eps, L1
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
-    x0 = torch.rand(batch_size, channels, image_size, image_size, device=device) * 2 - 1
-
-    def step() -> None:
-        t = diffusion.sample_timesteps(batch_size, x0.device)
-        noise = torch.randn_like(x0)
-        loss = diffusion.loss_per_sample(model(diffusion.q_sample(x0, t, noise), t), x0, t, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
+    module = build_module({"image_size": image_size, "in_channels": channels}).to(device)
+    x0 = image_batch(batch_size, image_size, channels).to(device)
+    step = train_step_fn(module, "fp32", lambda: x0)
     for _ in range(warmup):
         step()
     _sync(device)
@@ -213,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "data_img_per_s": round(rate * args.batch_size),
         "train_img_per_s": round(train_ips, 1),
         "device": args.device,
-        "train_img_per_s_source": f"measured here ({args.device}, default UNet, fp32 plain loop)"
+        "train_img_per_s_source": f"measured here ({args.device}, default UNet, fp32 training step as in make bench)"
         if measured
         else "given (--train-img-per-s)",
         "train_steps_per_s": round(train_steps_per_s, 3),
