@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train demo sample test test-all lint format bench bench-quick clean
+.PHONY: help install train demo sample test test-all lint format bench bench-quick report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,11 @@ bench:  ## speed vs diffusers, ~10 min on 2 idle cores: JSON + markdown in exper
 
 bench-quick:  ## the same benchmark in < 2 min: smaller batch and chains, labelled as such
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.bench --quick $(ARGS)
+
+REPORT_OUT ?= build/report-fixture
+report:  ## example report of the committed fixture runs (made-up eval values) into build/report-fixture/
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.report tests/fixtures/runs/loss_sweep/multirun_2030-01-01_00-00-00 \
+		out=$(REPORT_OUT) $(ARGS)
 
 clean:  ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

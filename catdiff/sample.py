@@ -11,14 +11,13 @@ needs no other file; it is read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import pickle
-import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from catdiff.cli import parse_options, run_main
 from catdiff.config import build
 from catdiff.diffusion import DDIMSampler, DDPMSampler, sample
 from catdiff.errors import UserError
@@ -29,35 +28,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "sample.yaml"
 
 def parse_args(argv: list[str]) -> DictConfig:
     """``key=value`` arguments over conf/sample.yaml; unknown keys and bad types are errors."""
-    defaults = OmegaConf.load(CONF)
-    OmegaConf.set_struct(defaults, True)
-    try:
-        cfg = OmegaConf.merge(defaults, OmegaConf.from_dotlist(argv))
-        OmegaConf.to_container(cfg, throw_on_missing=True)
-    except ConfigKeyError as e:
-        raise UserError(
-            f"unknown option {e.key!r}: options are {', '.join(defaults)} (conf/sample.yaml)"
-        ) from None
-    except OmegaConfBaseException as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{first} (see conf/sample.yaml)") from None
-    for key, default in OmegaConf.to_container(
-        defaults
-    ).items():  # defaults' types are the options' types
-        value = cfg[key]
-        expected = (int, float) if isinstance(default, float) else type(default)
-        if (
-            default is not None
-            and default != "???"
-            and (
-                not isinstance(value, expected)
-                or isinstance(value, bool) is not isinstance(default, bool)
-            )
-        ):
-            raise UserError(
-                f"{key}={value!r} must be a {type(default).__name__} (conf/sample.yaml)"
-            )
-    return cfg
+    return parse_options(argv, CONF)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -115,6 +86,42 @@ def trajectory_timesteps(timesteps: list[int], count: int = 6) -> list[int]:
     return [timesteps[i] for i in picks]
 
 
+def generate(
+    sampler: DDPMSampler | DDIMSampler,
+    model: torch.nn.Module,
+    diffusion: torch.nn.Module,
+    n: int,
+    shape: tuple[int, ...],
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    record: list[int] | tuple[int, ...] = (),
+) -> tuple[torch.Tensor, dict[int, torch.Tensor], float]:
+    """n samples as uint8 (n, C, H, W) on the CPU, x_t at ``record`` (first chunk), seconds.
+
+    One seed per chunk of ``batch_size``, derived from (seed, chunk index): the same call gives
+    the same images, and the first k images do not depend on n.
+    """
+    start = time.perf_counter()
+    chunks, trajectory = [], {}
+    for i, first in enumerate(range(0, n, batch_size)):
+        count = min(batch_size, n - first)
+        result = sample(
+            sampler,
+            model,
+            diffusion,
+            count,
+            shape,
+            seed=seed * 1_000_003 + i,
+            device=device,
+            record=record if i == 0 else (),
+            progress=True,
+        )
+        chunks.append(to_uint8(result.x0).cpu())
+        trajectory = trajectory or {t: x.cpu() for t, x in result.trajectory.items()}
+    return torch.cat(chunks), trajectory, time.perf_counter() - start
+
+
 def run(cfg: DictConfig) -> Path:
     if cfg.n < 1 or cfg.batch_size < 1:
         raise UserError("n and batch_size must be at least 1")
@@ -131,26 +138,10 @@ def run(cfg: DictConfig) -> Path:
     )
     record = trajectory_timesteps(sampler.timesteps(diffusion))
 
-    start = time.perf_counter()
-    chunks, trajectory = [], {}
-    for i, first in enumerate(range(0, cfg.n, cfg.batch_size)):
-        count = min(cfg.batch_size, cfg.n - first)
-        # One seed per chunk, derived from (seed, chunk): the same call gives the same images.
-        result = sample(
-            sampler,
-            model,
-            diffusion,
-            count,
-            shape,
-            seed=cfg.seed * 1_000_003 + i,
-            device=device,
-            record=record if i == 0 else (),
-            progress=True,
-        )
-        chunks.append(to_uint8(result.x0).cpu())
-        trajectory = trajectory or {t: x[: cfg.trajectory_n] for t, x in result.trajectory.items()}
-    seconds = time.perf_counter() - start
-    images = torch.cat(chunks)
+    images, trajectory, seconds = generate(
+        sampler, model, diffusion, cfg.n, shape, cfg.seed, cfg.batch_size, device, record
+    )
+    trajectory = {t: x[: cfg.trajectory_n] for t, x in trajectory.items()}
 
     save_png(grid(images), out / "grid.png")
     save_png(zoom(grid(images[: cfg.zoom_n]), cfg.zoom), out / "zoom.png")
@@ -170,11 +161,7 @@ def run(cfg: DictConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        run(parse_args(sys.argv[1:] if argv is None else argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(run, CONF, argv)
 
 
 if __name__ == "__main__":
