@@ -1,0 +1,3 @@
+from catdiff.report.cli import main
+
+main()
