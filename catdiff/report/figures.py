@@ -52,11 +52,13 @@ def _save(fig, path: Path) -> None:
 
 def _yscale(ax, values: list[float]) -> None:
     """Log scale when the values span more than 5x, with plain tick labels; else linear."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     values = [v for v in values if np.isfinite(v)]
     if values and min(values) > 0 and max(values) / min(values) > 5:
         ax.set_yscale("log")
+        # 1-2-5 ticks: a range inside one decade (0.1 to 0.8) still gets labelled ticks
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
 

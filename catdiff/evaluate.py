@@ -1,0 +1,228 @@
+"""Score a checkpoint: ``python -m catdiff.evaluate ckpt=PATH n=1000 sampler=ddim steps=50``.
+
+Writes ``<out>/metrics.json`` (FID and KID with its std per comparable space, NLL in bits/dim
+with its standard error, sampler, steps, n, extractor name and hash, wall times, machine),
+``grid.png``, ``zoom.png`` and ``samples.pt`` (the n samples, uint8), where out defaults to
+``<run folder>/eval/<sampler><steps>_n<n>[_inception]``. Options: conf/evaluate.yaml.
+
+The run's own data is loaded from the config stored in the checkpoint (``data_root=PATH``
+when the images moved). FID is taken per space (:mod:`catdiff.metrics.spaces`), with a feature
+extractor trained on that space of the training split (cached, reused by every run on the
+same data, identified by its hash) or the standard InceptionV3 (``metrics.extractor=inception``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from catdiff.benchmarks.report import cpu_model
+from catdiff.cli import run_main
+from catdiff.errors import UserError
+from catdiff.images import grid, save_png, zoom
+from catdiff.metrics import (
+    FeatureExtractor,
+    catdiff_extractor,
+    fid_kid,
+    inception_extractor,
+    load_extractor,
+)
+from catdiff.metrics.nll import nll_bpd
+from catdiff.metrics.spaces import spaces_of
+from catdiff.sample import generate, load_checkpoint, load_model, make_sampler, pick_device
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "evaluate.yaml"
+EVAL_FORMAT = 1
+
+
+def machine() -> str:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu_model()} ({cpus} cores){gpu}, torch {torch.__version__}"
+
+
+def tag(cfg: DictConfig, nfe: int) -> str:
+    suffix = "" if cfg.metrics.extractor == "catdiff" else f"_{cfg.metrics.extractor}"
+    return f"{cfg.sampler}{nfe}_n{cfg.n}{suffix}"
+
+
+def load_run_images(data_cfg: dict[str, Any], data_root: str | None) -> dict[str, torch.Tensor]:
+    """The run's train and test splits as uint8 (N, C, H, W), in the run's data space."""
+    from catdiff.lightning.datamodule import CatDataModule
+
+    kwargs = {k: v for k, v in data_cfg.items() if k != "_target_"}
+    if data_root:
+        kwargs["root"] = data_root
+    dm = CatDataModule(**kwargs)
+    dm.setup("test")
+    return {"train": dm.train_images, "test": dm.test_images}
+
+
+def extractor_for(
+    space: str, train_space_images: torch.Tensor, metrics: DictConfig, cache_dir: Path
+) -> FeatureExtractor:
+    """The feature extractor of one space (see conf/evaluate.yaml metrics.*)."""
+    if metrics.extractor == "inception":
+        return inception_extractor(metrics.inception_weights)
+    if metrics.extractor != "catdiff":
+        raise UserError(f"metrics.extractor={metrics.extractor} must be catdiff or inception")
+    if metrics.extractor_path:
+        return load_extractor(metrics.extractor_path)
+    steps = {"steps": metrics.extractor_steps} if metrics.extractor_steps > 0 else {}
+    return catdiff_extractor(train_space_images, cache_dir, progress=True, **steps)
+
+
+def score(
+    samples: torch.Tensor,
+    data: dict[str, torch.Tensor],
+    data_cfg: dict[str, Any],
+    metrics: DictConfig,
+    reference: str,
+    cache_dir: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """FID and KID of uint8 samples against a reference split, per comparable space."""
+    if reference not in data:
+        raise UserError(f"reference={reference} must be train or test")
+    space_args = {
+        "edges": data_cfg.get("edges", "none"),
+        "channels": data_cfg.get("channels", 1),
+        "edge_blur": data_cfg.get("edge_blur", 0.0),
+    }
+    fake = spaces_of(samples, **space_args)
+    real = spaces_of(data[reference], **space_args)
+    train = spaces_of(data["train"], **space_args) if reference != "train" else real
+    out: dict[str, Any] = {"fid": {}, "kid": {}, "extractor": {}}
+    for space in fake:
+        extractor = extractor_for(space, train[space], metrics, cache_dir).to(device)
+        result = fid_kid(
+            extractor,
+            real[space],
+            fake[space],
+            kid_subsets=metrics.kid_subsets,
+            kid_subset_size=min(metrics.kid_subset_size, len(real[space]), len(fake[space])),
+        )
+        out["fid"][space] = result["fid"]
+        out["kid"][space] = {"mean": result["kid_mean"], "std": result["kid_std"]}
+        out["extractor"][space] = extractor.info()
+    return out
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Choices that would otherwise fail only after minutes of sampling."""
+    choices = {
+        "metrics.extractor": (cfg.metrics.extractor, ("catdiff", "inception")),
+        "nll.mode": (cfg.nll.mode, ("sampled", "full", "none")),
+        "nll.sigma": (cfg.nll.sigma, ("beta", "beta_tilde")),
+        "reference": (cfg.reference, ("train", "test")),
+        "sampler": (cfg.sampler, ("ddim", "ddpm")),
+        "weights": (cfg.weights, ("ema", "raw")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UserError(
+                f"{key}={value} must be one of {', '.join(allowed)} (conf/evaluate.yaml)"
+            )
+    if cfg.nll.timesteps < 1:
+        raise UserError(f"nll.timesteps={cfg.nll.timesteps} must be at least 1")
+    for key in ("metrics.inception_weights", "metrics.extractor_path"):
+        path = OmegaConf.select(cfg, key)
+        if path and not Path(path).is_file():
+            raise UserError(f"{key}={path} does not exist")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Sample, score and write the metrics of one checkpoint; returns what metrics.json holds."""
+    if cfg.n < 2 or cfg.batch_size < 1:
+        raise UserError(f"n={cfg.n} must be at least 2 and batch_size at least 1")
+    check_options(cfg)
+    start = time.perf_counter()
+    ckpt = load_checkpoint(cfg.ckpt)
+    model, diffusion, shape = load_model(ckpt, cfg.weights)
+    run_cfg = ckpt["catdiff"]["config"]
+    data_cfg = dict(run_cfg["data"])
+    sampler = make_sampler(cfg)
+    device = pick_device(cfg.device)
+    model, diffusion = model.to(device), diffusion.to(device)
+    nfe = sampler.nfe(diffusion)
+    run_dir = Path(cfg.ckpt).resolve().parents[1]
+    out = Path(cfg.out) if cfg.out else run_dir / "eval" / tag(cfg, nfe)
+    cache_dir = Path(
+        cfg.metrics.extractor_cache or Path(data_cfg.get("data_dir") or "data") / "extractors"
+    )
+
+    data = load_run_images(data_cfg, cfg.data_root)
+    t0 = time.perf_counter()
+    samples, _, sampling_s = generate(
+        sampler, model, diffusion, cfg.n, shape, cfg.seed, cfg.batch_size, device
+    )
+    save_png(grid(samples[: cfg.grid_n]), out / "grid.png")
+    save_png(zoom(grid(samples[:16], nrow=4), 8), out / "zoom.png")
+    torch.save(samples, out / "samples.pt")
+    wall = {"load": round(t0 - start, 2), "sampling": round(sampling_s, 2)}
+
+    result: dict[str, Any] = {
+        "catdiff_eval": EVAL_FORMAT,
+        "run_dir": str(run_dir),
+        "ckpt": str(Path(cfg.ckpt).resolve()),
+        "global_step": ckpt.get("global_step"),
+        "weights": cfg.weights,
+        "sampler": cfg.sampler,
+        "steps": cfg.steps if cfg.sampler == "ddim" else diffusion.T,
+        "nfe": nfe,
+        "n": cfg.n,
+        "seed": cfg.seed,
+        "data_space": {k: data_cfg.get(k) for k in ("source", "image_size", "channels", "edges")},
+        "reference": {"split": cfg.reference, "n": len(data[cfg.reference])},
+    }
+    if cfg.metrics.fid:
+        t1 = time.perf_counter()
+        result.update(score(samples, data, data_cfg, cfg.metrics, cfg.reference, cache_dir, device))
+        wall["fid"] = round(time.perf_counter() - t1, 2)
+    if cfg.nll.mode != "none":
+        t2 = time.perf_counter()
+        test = data["test"] if cfg.nll.images <= 0 else data["test"][: cfg.nll.images]
+        nll = nll_bpd(
+            model,
+            diffusion,
+            test,
+            mode=cfg.nll.mode,
+            timesteps_per_image=cfg.nll.timesteps,
+            batch_size=cfg.nll.batch_size,
+            seed=cfg.seed,
+            device=device,
+            sigma=cfg.nll.sigma,
+        )
+        result["nll"] = {**nll.to_dict(), "split": "test", "space": data_cfg.get("edges", "none")}
+        wall["nll"] = round(time.perf_counter() - t2, 2)
+    wall["total"] = round(time.perf_counter() - start, 2)
+    result["wall_time_s"] = wall
+    result["machine"] = machine()
+    result["options"] = OmegaConf.to_container(cfg)
+    (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(summary_line(result, out))
+    return result
+
+
+def summary_line(result: dict[str, Any], out: Path) -> str:
+    parts = [f"{result['sampler']} {result['nfe']} NFE, n={result['n']}"]
+    for space, fid in result.get("fid", {}).items():
+        kid = result["kid"][space]
+        parts.append(f"FID[{space}] {fid:.2f}  KID[{space}] {kid['mean']:.4f}+-{kid['std']:.4f}")
+    if "nll" in result:
+        parts.append(f"NLL {result['nll']['bpd']:.3f}+-{result['nll']['se']:.3f} bits/dim")
+    return " | ".join(parts) + f"  ({result['wall_time_s']['total']:.0f} s): {out}/metrics.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(evaluate, CONF, argv)
+
+
+if __name__ == "__main__":
+    main()

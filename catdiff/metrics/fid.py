@@ -1,0 +1,163 @@
+"""FID and KID through torchmetrics, on features from any :class:`FeatureExtractor`.
+
+Images are uint8 (N, C, H, W) 0..255 or float (N, C, H, W) in [-1, 1]; floats are rounded to
+8 bits once (:func:`~catdiff.metrics.extractor.as_uint8`), so generated images are scored
+exactly as if saved to PNG. Features are extracted in batches under ``torch.inference_mode``
+and handed to torchmetrics' ``FrechetInceptionDistance`` / ``KernelInceptionDistance``
+through a pass-through module, in float64.
+
+Reuse the real set across many calls (e.g. 15 models against one training split)::
+
+    real = real_features(extractor, train_images)       # extracted once
+    for fake in samples:
+        scores = fid_kid(extractor, real, fake)          # only the fake set is extracted
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from catdiff.metrics.extractor import FeatureExtractor, as_uint8, to_unit
+
+
+class _Given(nn.Module):
+    """Pass-through 'feature network': the metrics receive features extracted beforehand."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def extract_features(extractor: FeatureExtractor, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Features (N, d) float64 of images (uint8 or float in [-1, 1], (N, C, H, W)).
+
+    Runs on the extractor's device in batches of ``batch_size``; the result stays there.
+    """
+    u8 = as_uint8(images)
+    extractor.check_images(tuple(u8.shape))
+    device = extractor.device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(u8), batch_size):
+            batch = to_unit(u8[start : start + batch_size].to(device))
+            out.append(extractor(batch).double())
+    if not out:
+        return torch.zeros(0, extractor.dim, dtype=torch.float64, device=device)
+    return torch.cat(out)
+
+
+class RealFeatures:
+    """The real set's features (N, d) float64, extracted once and reused by :func:`fid_kid`.
+
+    Also keeps torchmetrics' FID state for them (sums and the d x d covariance sum), so a
+    later call only adds the fake set.
+    """
+
+    def __init__(self, features: Tensor, extractor_sha256: str) -> None:
+        if features.ndim != 2 or len(features) < 2:
+            raise ValueError(f"need features (N >= 2, d), got {tuple(features.shape)}")
+        self.features = features.double()
+        self.extractor_sha256 = extractor_sha256
+        self._fid: FrechetInceptionDistance | None = None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def fid_metric(self) -> FrechetInceptionDistance:
+        """A FrechetInceptionDistance holding the real statistics; its fake state is empty."""
+        if self._fid is None:
+            # reset_real_features=False: reset() below clears only the fake statistics
+            fid = FrechetInceptionDistance(
+                feature=_Given(self.features.shape[1]),
+                reset_real_features=False,
+                sync_on_compute=False,  # a local computation, also inside a DDP job
+            )
+            fid.to(self.features.device)
+            fid.update(self.features, real=True)
+            self._fid = fid
+        self._fid.reset()
+        return self._fid
+
+
+def real_features(
+    extractor: FeatureExtractor, images: Tensor, batch_size: int = 256
+) -> RealFeatures:
+    """Extract the real images' features once (uint8 or float in [-1, 1], (N, C, H, W))."""
+    return RealFeatures(extract_features(extractor, images, batch_size), extractor.sha256)
+
+
+def fid_kid(
+    extractor: FeatureExtractor,
+    real: Tensor | RealFeatures,
+    fake: Tensor,
+    batch_size: int = 256,
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """FID and KID between ``real`` and ``fake`` images on ``extractor``'s features.
+
+    Args:
+        real: images (uint8 or float in [-1, 1], (N, C, H, W)) or :func:`real_features` of
+            them (from the same extractor).
+        fake: images, as ``real``.
+        kid_subsets: KID subsets (the mean and std are over them).
+        kid_subset_size: images per KID subset; default ``min(1000, n_real, n_fake)``. Where
+            it equals both set sizes every subset is the whole set, and ``kid_std`` is 0.
+        seed: seeds KID's subset sampling (the global RNG is left untouched).
+
+    Returns:
+        ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size",
+        "kid_subsets", "extractor", "extractor_sha256"}`` (floats and ints).
+    """
+    if not isinstance(real, RealFeatures):
+        real = real_features(extractor, real, batch_size)
+    elif real.extractor_sha256 != extractor.sha256:
+        raise ValueError(
+            f"real features are from extractor {real.extractor_sha256[:12]}, "
+            f"not {extractor.sha256[:12]}"
+        )
+    fake_f = extract_features(extractor, fake, batch_size).to(real.features.device)
+    n_real, n_fake = len(real), len(fake_f)
+    if n_fake < 2:
+        raise ValueError(f"FID/KID need at least 2 fake images, got {n_fake}")
+    subset = min(1000, n_real, n_fake) if kid_subset_size is None else int(kid_subset_size)
+    if not 2 <= subset <= min(n_real, n_fake):
+        raise ValueError(f"kid_subset_size={subset} must be in [2, {min(n_real, n_fake)}]")
+
+    fid = real.fid_metric()
+    fid.update(fake_f, real=False)
+    fid_value = float(fid.compute())
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features")
+        kid = KernelInceptionDistance(
+            feature=_Given(fake_f.shape[1]),
+            subsets=kid_subsets,
+            subset_size=subset,
+            sync_on_compute=False,
+        )
+    kid.update(real.features, real=True)
+    kid.update(fake_f, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    return {
+        "fid": fid_value,
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+        "n_real": n_real,
+        "n_fake": n_fake,
+        "kid_subset_size": subset,
+        "kid_subsets": kid_subsets,
+        "extractor": extractor.name,
+        "extractor_sha256": extractor.sha256,
+    }

@@ -1,0 +1,123 @@
+"""Download the standard InceptionV3 weights for offline FID/KID: ``python -m catdiff.metrics.prefetch``.
+
+Usage: ``python -m catdiff.metrics.prefetch [out=PATH]`` on a machine with network. Fetches
+the file torch-fidelity itself downloads (:data:`URL`), checks the SHA-256 prefix in its
+name, writes it atomically to ``out`` (default
+``$CATDIFF_DATA_DIR/weights/<file name>``, ``data/weights/...`` without the variable) and
+prints the line to use, e.g. ``metrics.inception_weights=/abs/path/weights-inception-...pth``.
+Copy the file to the offline machine and pass that option. Failures are one line on stderr
+(exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from catdiff.errors import UserError
+from catdiff.metrics.inception import INCEPTION_URL, WEIGHTS_KEY
+
+URL = INCEPTION_URL
+TIMEOUT_S = 30.0
+USAGE = "usage: python -m catdiff.metrics.prefetch [out=PATH]"
+
+
+def _file_name(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def _expected_prefix(url: str) -> str | None:
+    """The SHA-256 prefix in the file name (torch hub's ``name-<hex>.ext`` convention)."""
+    match = re.search(r"-([a-f0-9]{8,})\.", _file_name(url))
+    return match.group(1) if match else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_out() -> Path:
+    return Path(os.environ.get("CATDIFF_DATA_DIR") or "data") / "weights" / _file_name(URL)
+
+
+def download(url: str, out: Path, progress: bool = True) -> Path:
+    """Fetch ``url`` to ``out`` (atomically), checking the SHA-256 prefix in its name.
+
+    Raises:
+        UserError: one line, when the download fails or the file does not match.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=out.name, disable=not progress
+                ) as bar:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        f.write(chunk)
+                        h.update(chunk)
+                        bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+        prefix = _expected_prefix(url)
+        if prefix and not h.hexdigest().startswith(prefix):
+            raise UserError(
+                f"downloaded {url} but its SHA-256 {h.hexdigest()[:12]} does not start with "
+                f"{prefix}: a proxy or a truncated transfer? try again"
+            )
+        os.replace(tmp, out)
+    except UserError:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        reason = " ".join(str(getattr(e, "reason", None) or e).split()) or type(e).__name__
+        raise UserError(
+            f"could not download {url} ({type(e).__name__}: {reason}); run this on a machine "
+            f"with network and copy the file here, then set {WEIGHTS_KEY}=PATH"
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def prefetch(out: str | Path | None = None, progress: bool = True) -> Path:
+    """The weights file at ``out`` (default :func:`default_out`), downloaded unless present."""
+    path = Path(out).expanduser() if out else default_out()
+    prefix = _expected_prefix(URL)
+    if path.is_file() and prefix and _sha256(path).startswith(prefix):
+        return path.resolve()
+    return download(URL, path, progress).resolve()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        out = None
+        for arg in args:
+            key, sep, value = arg.partition("=")
+            if key != "out" or not sep or not value:
+                raise UserError(f"unknown argument {arg!r}; {USAGE}")
+            out = value
+        path = prefetch(out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{WEIGHTS_KEY}={path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Comparable image spaces, so that models trained on different inputs are measured fairly.
+
+A model trained on Sobel edges (``data.edges=sobel``) generates edge maps, not faces: its FID
+against gray faces would measure the input change, not the quality. Every evaluation therefore
+maps the generated images AND the reference images into named spaces, and FID is only taken
+within one space, with a feature extractor trained on that space:
+
+========================  =========================  ============================
+``data.edges``            ``gray`` space             ``edges`` space
+========================  =========================  ============================
+none (1 channel)          the samples                Sobel of the samples
+sobel                     (none: no gray image)      the samples
+sobel+gray (2 channels)   channel 0                  channel 1 (the model's edges)
+========================  =========================  ============================
+
+The reference images go through the same function from the run's own data, so the Sobel
+applied to a plain model's samples is exactly the one its edge-trained rivals learned
+(same kernel, normalisation and ``data.edge_blur``, on uint8 images). RGB runs have one
+space, ``rgb``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from catdiff.data.edges import apply_edges
+from catdiff.errors import UserError
+
+
+def spaces_of(
+    images: torch.Tensor, edges: str = "none", channels: int = 1, edge_blur: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """Split uint8 images (N, C, H, W) in a run's data space into its comparable spaces.
+
+    Args:
+        images: uint8 (N, C, H, W) as the run's model sees its data (after ``data.edges``).
+        edges, channels, edge_blur: the run's ``data.edges``, ``data.channels``, ``data.edge_blur``.
+
+    Returns:
+        {space name: uint8 (N, 1 or 3, H, W)}.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise UserError(
+            f"spaces_of needs uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}"
+        )
+    if channels == 3:
+        return {"rgb": images}
+    if edges == "none":
+        return {"gray": images, "edges": apply_edges(images, "sobel", blur_sigma=edge_blur)}
+    if edges == "sobel":
+        return {"edges": images}
+    if edges == "sobel+gray":
+        return {"gray": images[:, :1], "edges": images[:, 1:2]}
+    raise UserError(f"data.edges={edges!r} is not one of none, sobel, sobel+gray")

@@ -1,0 +1,151 @@
+"""python -m catdiff.evaluate end to end on a tiny trained run, its comparable spaces, its
+one-line errors, and the periodic evaluation callback during training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from catdiff.data.edges import apply_edges
+from catdiff.metrics.spaces import spaces_of
+from tests.test_cli import FAST, run
+
+# Tiny but complete: 40 samples, DDIM 5, extractor trained for a few steps, NLL from 4 t/image.
+EVAL = [
+    "n=40",
+    "sampler=ddim",
+    "steps=5",
+    "batch_size=20",
+    "metrics.extractor_steps=15",
+    "metrics.kid_subsets=10",
+    "nll.timesteps=4",
+    "nll.images=16",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("evalrun") / "run"
+    run(["catdiff.train", *FAST, f"hydra.run.dir={run_dir}"])
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "extractors"
+    out = tmp_path / "eval"
+    proc = run(
+        [
+            "catdiff.evaluate",
+            f"ckpt={tiny_ckpt}",
+            *EVAL,
+            f"out={out}",
+            f"metrics.extractor_cache={cache}",
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 40 and metrics["sampler"] == "ddim" and metrics["nfe"] == 5
+    assert metrics["global_step"] == 20
+    # A plain (data.edges=none) model is scored in both comparable spaces.
+    assert set(metrics["fid"]) == {"gray", "edges"}
+    for space in ("gray", "edges"):
+        assert math.isfinite(metrics["fid"][space]) and metrics["fid"][space] > 0
+        assert metrics["kid"][space]["std"] >= 0
+        assert len(metrics["extractor"][space]["sha256"]) == 64
+    assert metrics["extractor"]["gray"]["sha256"] != metrics["extractor"]["edges"]["sha256"]
+    assert math.isfinite(metrics["nll"]["bpd"]) and metrics["nll"]["se"] > 0
+    assert metrics["nll"]["n_images"] == 16
+    assert metrics["wall_time_s"]["total"] > 0 and metrics["machine"]
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (40, 1, 28, 28) and samples.dtype == torch.uint8
+    assert (out / "grid.png").is_file() and (out / "zoom.png").is_file()
+    assert "FID[gray]" in proc.stdout
+
+    # Same options again: the cached extractors are reused and the numbers repeat exactly.
+    again = tmp_path / "again"
+    run(
+        [
+            "catdiff.evaluate",
+            f"ckpt={tiny_ckpt}",
+            *EVAL,
+            f"out={again}",
+            f"metrics.extractor_cache={cache}",
+        ]
+    )
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["fid"] == metrics["fid"] and second["nll"]["bpd"] == metrics["nll"]["bpd"]
+    assert second["extractor"] == metrics["extractor"]
+    assert len(list(cache.glob("*.pt"))) == 2  # one extractor per space, trained once
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("metrics.extractor=resnet", "metrics.extractor"),
+        ("nll.mode=exact", "nll.mode"),
+        ("metrics.fidd=true", "metrics.fidd"),
+        ("n=many", "n="),
+    ],
+)
+def test_evaluate_bad_option_is_one_line_naming_it(
+    tiny_ckpt: Path, tmp_path: Path, option: str, named: str
+) -> None:
+    proc = run(
+        [
+            "catdiff.evaluate",
+            f"ckpt={tiny_ckpt}",
+            *EVAL,
+            option,
+            f"out={tmp_path}",
+            "nll.mode=none" if "nll" not in option else "n=40",
+        ],
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], proc.stderr
+
+
+def test_spaces_compare_like_with_like() -> None:
+    gray = torch.randint(0, 256, (5, 1, 12, 12), dtype=torch.uint8)
+    plain = spaces_of(gray, "none")
+    assert set(plain) == {"gray", "edges"}
+    assert torch.equal(plain["gray"], gray)
+    assert torch.equal(plain["edges"], apply_edges(gray, "sobel"))
+    both = apply_edges(gray, "sobel+gray")
+    split = spaces_of(both, "sobel+gray")
+    # The edge channel of a sobel+gray image is exactly the Sobel of its gray channel, so a
+    # plain model's Sobel-ed samples and an edge model's samples live in one space.
+    assert torch.equal(split["gray"], gray) and torch.equal(split["edges"], plain["edges"])
+    assert set(spaces_of(apply_edges(gray, "sobel"), "sobel")) == {"edges"}
+
+
+def test_periodic_evaluation_logs_fid_during_training(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run(
+        [
+            "catdiff.train",
+            *FAST,
+            f"hydra.run.dir={run_dir}",
+            "callbacks.evaluate.every_n_steps=10",
+            "callbacks.evaluate.n=20",
+            "callbacks.evaluate.sampler.steps=3",
+            "callbacks.evaluate.extractor_steps=10",
+            "callbacks.evaluate.nll_images=8",
+            "callbacks.evaluate.nll_timesteps=2",
+            f"callbacks.evaluate.extractor_cache={tmp_path / 'extractors'}",
+        ]
+    )
+    header, *rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    columns = header.split(",")
+    for name in ("eval/fid_gray", "eval/kid_gray", "eval/fid_edges", "eval/nll_bpd"):
+        assert name in columns, columns
+    fid_at = [
+        r.split(",")[columns.index("step")]
+        for r in rows
+        if r.split(",")[columns.index("eval/fid_gray")]
+    ]
+    assert len(fid_at) == 2, fid_at  # steps 10 and 20
