@@ -7,41 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from catdiff.report.runs import wandb_records  # the reader catdiff.report uses
 from tests.conftest import ROOT
-
-
-def wandb_records(path: Path) -> Iterator:
-    """The protobuf records of an offline run file (``run-<id>.wandb``): W&B's LevelDB-style
-    log, 32 KiB blocks of chunks with a 7-byte header (crc32, length, type)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", "not a W&B run file"
-    i, block, pending = 7, 32768, b""
-    while i < len(data):
-        if block - i % block < 7:  # too little room for a header: the block is padded
-            i += block - i % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[i : i + 7])
-        chunk, i = data[i + 7 : i + 7 + length], i + 7 + length
-        if kind == 0:  # zero padding
-            continue
-        pending += chunk
-        if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE/LAST
-            record = pb.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
 
 
 def _key(item) -> str:

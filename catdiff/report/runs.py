@@ -165,7 +165,7 @@ def read_csv_history(path: Path) -> dict[str, list[tuple[int, float]]]:
 def wandb_records(path: Path) -> Iterator[Any]:
     """The protobuf records of an offline W&B run file (``run-<id>.wandb``): W&B's
     LevelDB-style log, 32 KiB blocks of chunks with a 7-byte header (crc32, length, type).
-    The same reader as tests/test_wandb.py."""
+    tests/test_wandb.py reads the logger's output with it."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
