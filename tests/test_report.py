@@ -1,7 +1,7 @@
 """``python -m catdiff.report`` on the committed fixture runs (tests/fixtures/runs/: real
 debug=fast training, made-up eval results, see tests/fixtures/make_fixture_eval.py): the
 report's table, verdicts known by construction, figures, commands; FIDs of different
-extractors never share a column; pooled folders; missing evals; the W&B fallback; mistakes
+extractors never share a table; pooled folders; missing evals; the W&B fallback; mistakes
 give exit code 2 and one line."""
 
 from __future__ import annotations
@@ -34,17 +34,38 @@ def _report(argv: list[str], capsys) -> tuple[str, str]:
     return out, err
 
 
-def _row(text: str, arm: str) -> list[str]:
-    """Cells of the metrics table row of an arm (the first table that starts with it)."""
-    table = text.split("## Metrics", 1)[1]
-    line = next(ln for ln in table.splitlines() if ln.startswith(f"| `{arm}` | "))
-    return [c.strip() for c in line.strip("|").split(" | ")]
+def _tables(text: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """The arm tables of the Metrics section: (header, {arm: cells}) each."""
+    section = text.split("## Metrics", 1)[1].split("<details>", 1)[0]
+    tables, header = [], None
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")] if line.startswith("|") else None
+        if cells and cells[:2] == ["arm", "n"]:
+            header = cells
+            tables.append((header, {}))
+        elif cells and header and cells[0].startswith("`"):
+            tables[-1][1][cells[0].strip("`")] = cells
+        elif not line.startswith("|"):
+            header = None
+    return tables
 
 
 def _header(text: str) -> list[str]:
-    table = text.split("## Metrics", 1)[1]
-    line = next(ln for ln in table.splitlines() if ln.startswith("| arm | n |"))
-    return [c.strip() for c in line.strip("|").split(" | ")]
+    return _tables(text)[0][0]
+
+
+def _row(text: str, arm: str) -> list[str]:
+    return _tables(text)[0][1][arm]
+
+
+def _cells(text: str, column_prefix: str) -> list[dict[str, str]]:
+    """{arm: cell} of each table that has a column starting with column_prefix."""
+    out = []
+    for header, rows in _tables(text):
+        for k, h in enumerate(header):
+            if h.startswith(column_prefix):
+                out.append({arm: cells[k] for arm, cells in rows.items()} | {"": h})
+    return out
 
 
 def _verdict(text: str, metric_prefix: str) -> str:
@@ -82,8 +103,9 @@ def test_table_has_mean_std_and_n_per_arm(fixture_report) -> None:
         assert cells[1] == "3"  # n = seeds
         assert all("±" in c for c in cells[2:-1]), cells  # every metric: mean ± std
     # the fixture's FID gray: l1 60.3, 59.1, 61.0 -> 60.13 ± 0.96
-    fid = header.index(next(h for h in header if h.startswith("FID gray")))
-    assert _row(text, "loss=l1")[fid] == "60.13 ± 0.96"
+    assert _cells(text, "FID gray")[0]["loss=l1"] == "60.13 ± 0.96"
+    for _, rows in _tables(text)[1:]:  # FID/KID tables: every cell mean ± std
+        assert all("±" in c for cells in rows.values() for c in cells[2:]), rows
     nll_se = header.index("NLL bits/dim: mean per-run SE")
     assert _row(text, "loss=l1")[nll_se] == "0.040"
 
@@ -101,12 +123,19 @@ def test_verdicts_known_by_construction(fixture_report) -> None:
     assert "differ in diffusion.loss" in _verdict(text, "final val loss")
 
 
-def test_fids_of_each_space_have_their_own_extractor_column(fixture_report) -> None:
+def test_fids_of_each_extractor_have_their_own_table(fixture_report) -> None:
     _, text, _ = fixture_report
-    header = _header(text)
-    fids = [h for h in header if h.startswith("FID")]
-    assert len(fids) == 2 and fids[0].startswith("FID gray [catdiff-simclr-v1 ")
-    assert fids[0].split()[-1] != fids[1].split()[-1]  # sha256 prefixes differ
+    extractor_tables = [h for h, _ in _tables(text) if any(c.startswith("FID") for c in h)]
+    assert len(extractor_tables) == 2 and extractor_tables[0][2].startswith(
+        "FID gray [catdiff-simclr-v1 "
+    )
+    shas = []
+    for header in extractor_tables:  # one extractor per table: FID and KID of one space
+        ids = {c.split("[", 1)[1] for c in header[2:] if c.startswith(("FID", "KID"))}
+        assert len(ids) == 1, header
+        shas += ids
+    assert shas[0] != shas[1]
+    assert not any(c.startswith(("FID", "KID")) for c in _header(text))  # not with the losses
 
 
 def test_figures_are_valid_pngs(fixture_report) -> None:
@@ -173,7 +202,7 @@ def test_mistakes_are_one_line_errors(argv, message, capsys) -> None:
     assert err.count("\n") == 1 and message in err
 
 
-def test_another_extractor_gets_its_own_column(tmp_path, capsys) -> None:
+def test_another_extractor_gets_its_own_table(tmp_path, capsys) -> None:
     sweep = _copy_sweep(tmp_path)
     path = sweep / "5_data=synthetic,diffusion.loss=l2,seed=2" / "eval" / TAG / "metrics.json"
     ev = json.loads(path.read_text())
@@ -182,13 +211,12 @@ def test_another_extractor_gets_its_own_column(tmp_path, capsys) -> None:
     path.write_text(json.dumps(ev))
     _report([sweep, f"out={tmp_path / 'out'}"], capsys)
     text = (tmp_path / "out" / "REPORT.md").read_text()
-    header = _header(text)
-    gray = [h for h in header if h.startswith("FID gray")]
-    assert len(gray) == 2 and any("catdiff-simclr-v0 01234567" in h for h in gray)
-    old = header.index(next(h for h in gray if "v1" in h))
-    new = header.index(next(h for h in gray if "v0" in h))
-    assert _row(text, "loss=l2")[old] == "44.65 ± 0.78 (n=2)"  # 45.2, 44.1: 999 is elsewhere
-    assert _row(text, "loss=l2")[new] == "999.0 (n=1)" and _row(text, "loss=l1")[new] == "-"
+    gray = _cells(text, "FID gray")
+    assert len(gray) == 2 and any("catdiff-simclr-v0 01234567" in t[""] for t in gray)
+    old = next(t for t in gray if "v1" in t[""])
+    new = next(t for t in gray if "v0" in t[""])
+    assert old["loss=l2"] == "44.65 ± 0.78 (n=2)"  # 45.2, 44.1: 999 is elsewhere
+    assert new["loss=l2"] == "999.0 (n=1)" and new["loss=l1"] == "-"
     assert "are not comparable" in text
 
 
@@ -199,9 +227,7 @@ def test_missing_eval_warns_and_shows_dash(tmp_path, capsys) -> None:
     _, err = _report([sweep, f"out={tmp_path / 'out'}", f"eval={TAG}"], capsys)
     assert err.count(f"no eval/{TAG}/metrics.json") == 3
     text = (tmp_path / "out" / "REPORT.md").read_text()
-    header = _header(text)
-    fid = header.index(next(h for h in header if h.startswith("FID gray")))
-    assert _row(text, "loss=l2")[fid] == "-"
+    assert _cells(text, "FID gray")[0]["loss=l2"] == "-"
     assert "cannot judge: no values in one arm" in _verdict(text, "FID gray")
     assert "## Warnings" in text
 

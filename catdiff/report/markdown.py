@@ -173,18 +173,10 @@ def _metrics_section(rep: Report) -> list[str]:
             "*Reproduce*): losses only.",
             "",
         ]
-    header = ["arm", "n"] + [m.label for m in rep.metrics]
-    se_metrics = [m for m in rep.metrics if m.se is not None]
-    header += [f"{m.label}: mean per-run SE" for m in se_metrics]
-    rows = []
-    for arm in rep.arms:
-        row = [f"`{arm.label}`", str(len(arm.runs))]
-        row += [_cell(m.values(arm.runs), len(arm.runs)) for m in rep.metrics]
-        for m in se_metrics:
-            ses = [float(x) for x in (m.se(r) for r in arm.runs) if isinstance(x, int | float)]
-            row.append(stats.fmt(stats.mean(ses), 2) if ses else "-")
-        rows.append(row)
-    lines += _table(header, rows) + [""]
+    for title, metrics in metric_groups(rep.metrics):
+        if title:
+            lines += [f"**{title}**", ""]
+        lines += _arm_table(rep, metrics) + [""]
     legend = [
         "Each cell: mean ± standard deviation over the arm's seeds (ddof=1); n = runs in the "
         "arm, `(n=k)` where only k of them have the value; `-`: no value.",
@@ -193,14 +185,14 @@ def _metrics_section(rep: Report) -> list[str]:
     ]
     if any(m.key.startswith(("fid", "kid")) for m in rep.metrics):
         legend.append(
-            "FID/KID: one column per (space, feature extractor [name sha256 prefix]); values "
-            "from different extractors are never in one column. KID: mean over the subsets of "
-            "each run, then mean ± std over seeds."
+            "FID/KID: one table per feature extractor [name sha256 prefix] (each extractor "
+            "belongs to one space); values from different extractors are never in one table. "
+            "KID: mean over the subsets of each run, then mean ± std over seeds."
         )
     if any(m.several_extractors for m in rep.metrics):
         legend.append(
             "**Some runs were evaluated with a different extractor in the same space: those "
-            "FIDs are in separate columns and are not comparable.**"
+            "FIDs are in separate tables and are not comparable.**"
         )
     for nll in nll_settings(rep.runs, rep.tag):
         data = f" (data: edges={nll['space']})" if nll.get("space") else ""
@@ -216,18 +208,52 @@ def _metrics_section(rep: Report) -> list[str]:
     return lines
 
 
-def _per_run_table(rep: Report) -> list[str]:
-    lines = ["<details><summary>Per-run values</summary>", ""]
-    header = ["run", "arm", "seed", "steps"] + [m.label for m in rep.metrics]
+def metric_groups(metrics: list[Metric]) -> list[tuple[str, list[Metric]]]:
+    """Losses and NLL in one table, then FID and KID in one table per feature extractor."""
+    groups: dict[str, list[Metric]] = {"": []}
+    for m in metrics:
+        family, _, rest = m.key.partition(":")
+        if family in ("fid", "kid"):
+            space, _, sha = rest.partition(":")
+            name = m.label.split("[", 1)[1].split(" ", 1)[0] if "[" in m.label else "?"
+            title = f"FID and KID, {space} space, extractor {name} {sha[:8]}"
+            groups.setdefault(title, []).append(m)
+        else:
+            groups[""].append(m)
+    return [(title, ms) for title, ms in groups.items() if ms]
+
+
+def _arm_table(rep: Report, metrics: list[Metric]) -> list[str]:
+    header = ["arm", "n"] + [m.label for m in metrics]
+    se_metrics = [m for m in metrics if m.se is not None]
+    header += [f"{m.label}: mean per-run SE" for m in se_metrics]
     rows = []
     for arm in rep.arms:
-        for run in arm.runs:
-            row = [f"`{_run_name(rep, run)}`", f"`{arm.label}`", str(run.seed), _int(run.steps)]
-            for m in rep.metrics:
-                value = m.get(run)
-                row.append(stats.fmt(float(value), 4) if isinstance(value, int | float) else "-")
-            rows.append(row)
-    lines += _table(header, rows) + ["", "</details>", ""]
+        row = [f"`{arm.label}`", str(len(arm.runs))]
+        row += [_cell(m.values(arm.runs), len(arm.runs)) for m in metrics]
+        for m in se_metrics:
+            ses = [float(x) for x in (m.se(r) for r in arm.runs) if isinstance(x, int | float)]
+            row.append(stats.fmt(stats.mean(ses), 2) if ses else "-")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _per_run_table(rep: Report) -> list[str]:
+    lines = ["<details><summary>Per-run values</summary>", ""]
+    for title, metrics in metric_groups(rep.metrics):
+        header = ["run", "arm", "seed", "steps"] + [m.label for m in metrics]
+        rows = []
+        for arm in rep.arms:
+            for run in arm.runs:
+                row = [f"`{_run_name(rep, run)}`", f"`{arm.label}`", str(run.seed), _int(run.steps)]
+                for m in metrics:
+                    value = m.get(run)
+                    row.append(
+                        stats.fmt(float(value), 4) if isinstance(value, int | float) else "-"
+                    )
+                rows.append(row)
+        lines += ([f"**{title}**", ""] if title else []) + _table(header, rows) + [""]
+    lines += ["</details>", ""]
     return lines
 
 
