@@ -121,7 +121,7 @@ def check_options(cfg: DictConfig) -> None:
         "nll.mode": (cfg.nll.mode, ("sampled", "full", "none")),
         "nll.sigma": (cfg.nll.sigma, ("beta", "beta_tilde")),
         "reference": (cfg.reference, ("train", "test")),
-        "sampler": (cfg.sampler, ("ddim", "ddpm")),
+        "sampler": (cfg.sampler, ("ddim", "ddpm", "dpm_solver")),
         "weights": (cfg.weights, ("ema", "raw")),
     }
     for key, (value, allowed) in choices.items():
@@ -174,7 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "global_step": ckpt.get("global_step"),
         "weights": cfg.weights,
         "sampler": cfg.sampler,
-        "steps": cfg.steps if cfg.sampler == "ddim" else diffusion.T,
+        "steps": cfg.steps if cfg.sampler != "ddpm" else diffusion.T,
         "nfe": nfe,
         "n": cfg.n,
         "seed": cfg.seed,

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdiff.cli import parse_options, run_main
 from catdiff.config import build
-from catdiff.diffusion import DDIMSampler, DDPMSampler, sample
+from catdiff.diffusion import DDIMSampler, DDPMSampler, DPMSolverSampler, sample
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, to_uint8, trajectory_grid, zoom
 
@@ -64,12 +64,14 @@ def load_model(
     return model.eval(), diffusion, tuple(ckpt["catdiff"]["image_shape"])
 
 
-def make_sampler(cfg: DictConfig) -> DDPMSampler | DDIMSampler:
+def make_sampler(cfg: DictConfig) -> DDPMSampler | DDIMSampler | DPMSolverSampler:
     if cfg.sampler == "ddpm":
         return DDPMSampler(sigma=cfg.sigma, clip_x0=cfg.clip_x0)
     if cfg.sampler == "ddim":
         return DDIMSampler(steps=cfg.steps, eta=cfg.eta, clip_x0=cfg.clip_x0)
-    raise UserError(f"sampler={cfg.sampler} must be ddpm or ddim")
+    if cfg.sampler == "dpm_solver":
+        return DPMSolverSampler(steps=cfg.steps, clip_x0=cfg.clip_x0)
+    raise UserError(f"sampler={cfg.sampler} must be ddpm, ddim or dpm_solver")
 
 
 def pick_device(name: str) -> torch.device:
@@ -130,7 +132,7 @@ def run(cfg: DictConfig) -> Path:
     sampler = make_sampler(cfg)
     device = pick_device(cfg.device)
     model, diffusion = model.to(device), diffusion.to(device)
-    label = cfg.sampler + (f"-{cfg.steps}" if cfg.sampler == "ddim" else "")
+    label = cfg.sampler + (f"-{cfg.steps}" if cfg.sampler != "ddpm" else "")
     out = (
         Path(cfg.out)
         if cfg.out

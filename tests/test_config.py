@@ -153,3 +153,9 @@ def test_slurm_launcher_asks_one_task_per_gpu_and_a_signal_before_the_limit() ->
 def test_local_launcher_composes() -> None:
     launcher = compose(["hydra/launcher=local"]).hydra.launcher
     assert launcher._target_.endswith("LocalLauncher") and launcher.tasks_per_node == 1
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "sampler").glob("*.yaml")))
+def test_every_sampler_config_builds(name: str) -> None:
+    sampler = instantiate(compose([f"sampler={name}"]).sampler)
+    assert sampler.nfe(instantiate(compose(["debug=fast"]).diffusion)) >= 1

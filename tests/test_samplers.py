@@ -8,6 +8,7 @@ from catdiff.diffusion import (
     OBJECTIVES,
     DDIMSampler,
     DDPMSampler,
+    DPMSolverSampler,
     GaussianDiffusion,
     ddim_timesteps,
     make_betas,
@@ -246,3 +247,64 @@ def test_other_sampler_options_are_validated():
         DDIMSampler(spacing="linspace")
     with pytest.raises(UserError, match=r"sampler\.sigma"):
         DDPMSampler(sigma="learned")
+
+
+# ---- DPM-Solver++(2M) -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("steps", [20, 16])
+def test_dpm_solver_equals_diffusers_multistep(objective, steps):
+    """Same chain as diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, trailing,
+    final sigma 0) at >= 15 steps, where diffusers only lowers the order on the last step."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    d = GaussianDiffusion(make_betas("linear", T), objective=objective)
+    ours = sample(
+        DPMSolverSampler(steps=steps, clip_x0=False), toy_model, d, n=2, shape=SHAPE, seed=3
+    ).x0
+
+    prediction = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}[objective]
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=T,
+        trained_betas=make_betas("linear", T).numpy(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        prediction_type=prediction,
+        timestep_spacing="trailing",
+        final_sigmas_type="zero",
+        lower_order_final=True,
+    )
+    scheduler.set_timesteps(steps)
+    assert scheduler.timesteps.tolist() == DPMSolverSampler(steps=steps).timesteps(d)
+    x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(3))
+    for t in scheduler.timesteps:
+        x = scheduler.step(toy_model(x, torch.full((2,), int(t))), t, x).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+
+
+def test_dpm_solver_is_second_order_where_ddim_is_first():
+    """On the probability-flow ODE of Gaussian data (its exact eps known in closed form), the
+    error against a 1000-step solution shrinks like 1/steps for DDIM and faster for
+    DPM-Solver++(2M), which at 20 network evaluations is several times closer."""
+    big_t = 1000
+    d = GaussianDiffusion(make_betas("linear", big_t))
+    mean, std = 0.2, 0.5  # data x0 ~ N(mean, std^2) per pixel
+
+    def exact_eps(x_t, t):
+        ab = d.alpha_bar[t].view(-1, 1, 1, 1).double()
+        var = ab * std**2 + (1 - ab)
+        # E[eps | x_t] for Gaussian data: sqrt(1 - ab) (x_t - sqrt(ab) mean) / var
+        return ((1 - ab).sqrt() * (x_t.double() - ab.sqrt() * mean) / var).to(x_t.dtype)
+
+    reference = sample(DDIMSampler(steps=big_t, clip_x0=False), exact_eps, d, 64, (1, 2, 2)).x0
+
+    def error(sampler_class, steps):
+        x0 = sample(sampler_class(steps=steps, clip_x0=False), exact_eps, d, 64, (1, 2, 2)).x0
+        return float((x0 - reference).abs().mean())
+
+    ddim = {k: error(DDIMSampler, k) for k in (20, 25, 50)}
+    dpm = {k: error(DPMSolverSampler, k) for k in (20, 25, 50)}
+    assert dpm[20] < 0.4 * ddim[20], (dpm, ddim)  # measured: 0.015 vs 0.050
+    assert 0.4 < ddim[50] / ddim[25] < 0.6, ddim  # first order: twice the steps, half the error
+    assert dpm[50] / dpm[25] < 0.3, dpm  # measured 0.22

@@ -9,6 +9,7 @@ Trajectories use the timestep t of x_t as key: the initial noise is x_{T-1} (for
 visited timestep), the state after the step from t = 0 is the image, key -1.
 """
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -294,6 +295,88 @@ class DDIMSampler:
             )
 
         return _run_chain(model, x_T, timesteps, step, record, diffusion.T, progress, "DDIM")
+
+
+class DPMSolverSampler:
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): a second-order multistep
+    solver of the probability-flow ODE in data (x0) prediction, deterministic like DDIM but
+    more accurate at the same number of network evaluations.
+
+    With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t), lambda_t =
+    log(alpha_t / sigma_t) and h_i = lambda_{t_i} - lambda_{t_{i-1}}, each step is
+
+        x_{t_i} = sigma_{t_i} / sigma_{t_{i-1}} x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i
+        D_i     = (1 + 1 / (2 r_i)) x0_{i-1} - 1 / (2 r_i) x0_{i-2},   r_i = h_{i-1} / h_i
+
+    (first order, i.e. DDIM, on the first step and on the last one, which lands on the image
+    with sigma = 0, as diffusers' ``final_sigmas_type="zero"``). Visits the same timesteps as
+    DDIM (``spacing``); ``steps`` is the number of network evaluations.
+
+    Args:
+        steps: network evaluations (config key ``sampler.steps``), 1 <= steps <= T.
+        clip_x0: clip each x0 prediction to [-1, 1] (the solver's "thresholding", simplest form).
+        spacing: ``"trailing"`` or ``"leading"``, as ``DDIMSampler``.
+    """
+
+    def __init__(self, steps: int = 20, clip_x0: bool = True, spacing: str = "trailing") -> None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise UserError(f"sampler.steps={steps!r} must be a positive integer (e.g. 20)")
+        if spacing not in SPACINGS:
+            raise UserError(
+                f"sampler.spacing={spacing!r} is unknown; choose one of {', '.join(SPACINGS)}"
+            )
+        self.steps = steps
+        self.clip_x0 = clip_x0
+        self.spacing = spacing
+
+    def __repr__(self) -> str:
+        return (
+            f"DPMSolverSampler(steps={self.steps}, clip_x0={self.clip_x0}, "
+            f"spacing={self.spacing!r})"
+        )
+
+    def nfe(self, diffusion: GaussianDiffusion) -> int:
+        return len(self.timesteps(diffusion))
+
+    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
+        return ddim_timesteps(diffusion.T, self.steps, self.spacing)
+
+    def __call__(
+        self,
+        model: Model,
+        diffusion: GaussianDiffusion,
+        x_T: torch.Tensor,
+        generator: torch.Generator | None = None,
+        record: Iterable[int] = (),
+        progress: bool = False,
+    ) -> SampleResult:
+        timesteps = self.timesteps(diffusion)
+        # Per-timestep constants in float64 on the host: a handful of numbers, no device sync.
+        alpha_bar = diffusion.alpha_bar.detach().to("cpu", torch.float64)
+        chain = [*timesteps, -1]
+        alpha = [float(alpha_bar[t].sqrt()) if t >= 0 else 1.0 for t in chain]
+        sigma = [float((1 - alpha_bar[t]).sqrt()) if t >= 0 else 0.0 for t in chain]
+        lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sigma)]
+        history: list[torch.Tensor] = []
+
+        def step(i: int, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x0, _ = diffusion.model_to_x0_eps(out, x, t)
+            if self.clip_x0:
+                x0 = x0.clamp(-1.0, 1.0)
+            history[:] = [*history[-1:], x0]
+            if chain[i + 1] < 0:  # the last step lands on the image: x = D (first order)
+                return x0
+            h = lam[i + 1] - lam[i]
+            if len(history) == 1:
+                d = x0
+            else:
+                r = (lam[i] - lam[i - 1]) / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * history[0]
+            return (sigma[i + 1] / sigma[i]) * x - alpha[i + 1] * math.expm1(-h) * d
+
+        return _run_chain(
+            model, x_T, timesteps, step, record, diffusion.T, progress, "DPM-Solver++"
+        )
 
 
 def sample(
