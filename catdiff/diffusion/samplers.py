@@ -227,7 +227,32 @@ def ddim_step(
     return x_prev_mean + direction * eps_pred + sigma * noise
 
 
-class DDIMSampler:
+class _StridedSampler:
+    """What DDIM and DPM-Solver share: ``steps`` network evaluations at timesteps spaced by
+    ``spacing`` (see ``ddim_timesteps``)."""
+
+    steps: int
+    spacing: str
+
+    def _check(self, steps: int, spacing: str, example: int) -> None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise UserError(f"sampler.steps={steps!r} must be a positive integer (e.g. {example})")
+        if spacing not in SPACINGS:
+            raise UserError(
+                f"sampler.spacing={spacing!r} is unknown; choose one of {', '.join(SPACINGS)}"
+            )
+        self.steps, self.spacing = steps, spacing
+
+    def nfe(self, diffusion: GaussianDiffusion) -> int:
+        """Network evaluations per sample: ``steps`` (checked against T)."""
+        return len(self.timesteps(diffusion))
+
+    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
+        """The visited timesteps in decreasing order (see ``ddim_timesteps``)."""
+        return ddim_timesteps(diffusion.T, self.steps, self.spacing)
+
+
+class DDIMSampler(_StridedSampler):
     """Denoising diffusion implicit models (Song et al. 2021): ``steps`` jumps instead of T.
 
     Args:
@@ -246,32 +271,17 @@ class DDIMSampler:
         clip_x0: bool = True,
         spacing: str = "trailing",
     ) -> None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise UserError(f"sampler.steps={steps!r} must be a positive integer (e.g. 50)")
+        self._check(steps, spacing, example=50)
         if not eta >= 0:
             raise UserError(f"sampler.eta={eta!r} must be >= 0 (0 = deterministic DDIM)")
-        if spacing not in SPACINGS:
-            raise UserError(
-                f"sampler.spacing={spacing!r} is unknown; choose one of {', '.join(SPACINGS)}"
-            )
-        self.steps = steps
         self.eta = float(eta)
         self.clip_x0 = clip_x0
-        self.spacing = spacing
 
     def __repr__(self) -> str:
         return (
             f"DDIMSampler(steps={self.steps}, eta={self.eta}, clip_x0={self.clip_x0}, "
             f"spacing={self.spacing!r})"
         )
-
-    def nfe(self, diffusion: GaussianDiffusion) -> int:
-        """Network evaluations per sample: ``steps`` (checked against T)."""
-        return len(self.timesteps(diffusion))
-
-    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
-        """The visited timesteps in decreasing order (see ``ddim_timesteps``)."""
-        return ddim_timesteps(diffusion.T, self.steps, self.spacing)
 
     def __call__(
         self,
@@ -297,7 +307,7 @@ class DDIMSampler:
         return _run_chain(model, x_T, timesteps, step, record, diffusion.T, progress, "DDIM")
 
 
-class DPMSolverSampler:
+class DPMSolverSampler(_StridedSampler):
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): a second-order multistep
     solver of the probability-flow ODE in data (x0) prediction, deterministic like DDIM but
     more accurate at the same number of network evaluations.
@@ -319,27 +329,14 @@ class DPMSolverSampler:
     """
 
     def __init__(self, steps: int = 20, clip_x0: bool = True, spacing: str = "trailing") -> None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise UserError(f"sampler.steps={steps!r} must be a positive integer (e.g. 20)")
-        if spacing not in SPACINGS:
-            raise UserError(
-                f"sampler.spacing={spacing!r} is unknown; choose one of {', '.join(SPACINGS)}"
-            )
-        self.steps = steps
+        self._check(steps, spacing, example=20)
         self.clip_x0 = clip_x0
-        self.spacing = spacing
 
     def __repr__(self) -> str:
         return (
             f"DPMSolverSampler(steps={self.steps}, clip_x0={self.clip_x0}, "
             f"spacing={self.spacing!r})"
         )
-
-    def nfe(self, diffusion: GaussianDiffusion) -> int:
-        return len(self.timesteps(diffusion))
-
-    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
-        return ddim_timesteps(diffusion.T, self.steps, self.spacing)
 
     def __call__(
         self,
