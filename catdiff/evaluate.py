@@ -65,7 +65,7 @@ def load_run_images(data_cfg: dict[str, Any], data_root: str | None) -> dict[str
 
 
 def extractor_for(
-    space: str, train_space_images: torch.Tensor, metrics: DictConfig, cache_dir: Path
+    train_space_images: torch.Tensor, metrics: DictConfig, cache_dir: Path
 ) -> FeatureExtractor:
     """The feature extractor of one space (see conf/evaluate.yaml metrics.*)."""
     if metrics.extractor == "inception":
@@ -100,7 +100,7 @@ def score(
     train = spaces_of(data["train"], **space_args) if reference != "train" else real
     out: dict[str, Any] = {"fid": {}, "kid": {}, "extractor": {}}
     for space in fake:
-        extractor = extractor_for(space, train[space], metrics, cache_dir).to(device)
+        extractor = extractor_for(train[space], metrics, cache_dir).to(device)
         result = fid_kid(
             extractor,
             real[space],
