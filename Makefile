@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train demo sample test test-all lint format bench bench-quick report clean
+.PHONY: help install train demo sample test test-all lint format bench bench-quick report vs-peer clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ REPORT_OUT ?= build/report-fixture
 report:  ## example report of the committed fixture runs (made-up eval values) into build/report-fixture/
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.report tests/fixtures/runs/loss_sweep/multirun_2030-01-01_00-00-00 \
 		out=$(REPORT_OUT) $(ARGS)
+
+vs-peer:  ## catdiff's recommended recipe vs diffusers' standard one, same data, 384k images each: experiments/vs_diffusers/REPORT.md (~3 h on 2 cores; resumable; ARGS="key=value ...")
+	CATDIFF_DATA_ROOT=$${CATDIFF_DATA_ROOT:-$(DATA_ROOT)} OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.vs_peer $(ARGS)
 
 clean:  ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

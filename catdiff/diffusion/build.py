@@ -14,7 +14,16 @@ def build_diffusion(
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
     huber_delta: float = 1.0,
+    loss_weight: str = "none",
+    min_snr_gamma: float = 5.0,
 ) -> GaussianDiffusion:
-    """``GaussianDiffusion(make_betas(schedule, T, beta_start, beta_end), objective, loss)``."""
+    """``GaussianDiffusion(make_betas(schedule, T, beta_start, beta_end), objective, loss, ...)``."""
     betas = make_betas(schedule, T, beta_start=beta_start, beta_end=beta_end)
-    return GaussianDiffusion(betas, objective=objective, loss=loss, huber_delta=huber_delta)
+    return GaussianDiffusion(
+        betas,
+        objective=objective,
+        loss=loss,
+        huber_delta=huber_delta,
+        loss_weight=loss_weight,
+        min_snr_gamma=min_snr_gamma,
+    )

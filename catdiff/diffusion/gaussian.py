@@ -22,6 +22,7 @@ from catdiff.errors import UserError
 
 OBJECTIVES = ("eps", "x0", "v")
 SIGMAS = ("beta_tilde", "beta")
+LOSS_WEIGHTS = ("none", "min_snr")
 
 # Ho et al. 2020: images are scaled to [-1, 1], so a predicted x0 outside it is clipped back.
 _X0_RANGE = 1.0
@@ -33,6 +34,36 @@ def check_objective(objective: str) -> None:
         raise UserError(
             f"diffusion.objective={objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}"
         )
+
+
+def check_loss_weight(loss_weight: str, min_snr_gamma: float) -> None:
+    """Raise UserError unless ``loss_weight`` is in LOSS_WEIGHTS and ``min_snr_gamma`` > 0."""
+    if loss_weight not in LOSS_WEIGHTS:
+        raise UserError(
+            f"diffusion.loss_weight={loss_weight!r} is unknown; choose one of {', '.join(LOSS_WEIGHTS)}"
+        )
+    if not min_snr_gamma > 0:
+        raise UserError(f"diffusion.min_snr_gamma={min_snr_gamma!r} must be > 0 (e.g. 5.0)")
+
+
+def min_snr_weight(snr: torch.Tensor, objective: str, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+    Weighting Strategy"), expressed for the objective's own target.
+
+    In x0 terms the weight is min(SNR_t, gamma): high-SNR (low-noise) steps, whose gradients
+    conflict with the rest, stop dominating. An eps error is an x0 error scaled by sqrt(SNR),
+    a v error one scaled by sqrt(SNR + 1), so the same weighting reads
+    eps: min(SNR, gamma) / SNR;  x0: min(SNR, gamma);  v: min(SNR, gamma) / (SNR + 1).
+    """
+    clipped = snr.clamp(max=gamma)
+    if objective == "eps":
+        return clipped / snr
+    if objective == "x0":
+        return clipped
+    if objective == "v":
+        return clipped / (snr + 1)
+    check_objective(objective)
+    raise AssertionError("unreachable")
 
 
 def check_sigma(sigma: str) -> None:
@@ -62,6 +93,9 @@ class GaussianDiffusion(torch.nn.Module):
         loss: element-wise loss against the objective's target, one of ``LOSSES``
             (config key ``diffusion.loss``; the seed uses ``"l1"``).
         huber_delta: threshold of the Huber loss (config key ``diffusion.huber_delta``).
+        loss_weight: per-timestep weight of the loss: ``"none"`` (uniform, the seed) or
+            ``"min_snr"`` (:func:`min_snr_weight`; config key ``diffusion.loss_weight``).
+        min_snr_gamma: the gamma of min-SNR weighting (``diffusion.min_snr_gamma``; paper: 5).
 
     All per-timestep constants are computed in float64 and kept as float32 buffers of shape (T,)
     that move with ``.to(device)``; they are not persistent because they follow from the config,
@@ -85,13 +119,18 @@ class GaussianDiffusion(torch.nn.Module):
         objective: str = "eps",
         loss: str = "l1",
         huber_delta: float = 1.0,
+        loss_weight: str = "none",
+        min_snr_gamma: float = 5.0,
     ) -> None:
         super().__init__()
         check_objective(objective)
         check_loss(loss, huber_delta)
+        check_loss_weight(loss_weight, min_snr_gamma)
         self.objective = objective
         self.loss = loss
         self.huber_delta = huber_delta
+        self.loss_weight = loss_weight
+        self.min_snr_gamma = min_snr_gamma
 
         betas = torch.as_tensor(betas).detach().to("cpu", torch.float64)
         if betas.ndim != 1 or betas.numel() == 0 or not ((betas > 0) & (betas < 1)).all():
@@ -99,8 +138,16 @@ class GaussianDiffusion(torch.nn.Module):
                 "diffusion betas must be a non-empty 1-D tensor in (0, 1); "
                 "check diffusion.schedule, diffusion.beta_start and diffusion.beta_end"
             )
-        for name, value in _constants(betas).items():
+        constants = _constants(betas)
+        for name, value in constants.items():
             self.register_buffer(name, value.float(), persistent=False)
+        snr = constants["alpha_bar"] / (1 - constants["alpha_bar"])
+        weights = (
+            min_snr_weight(snr, objective, min_snr_gamma)
+            if loss_weight == "min_snr"
+            else torch.ones_like(snr)
+        )
+        self.register_buffer("loss_weights", weights.float(), persistent=False)
 
     @property
     def T(self) -> int:
@@ -108,7 +155,10 @@ class GaussianDiffusion(torch.nn.Module):
         return self.betas.shape[0]
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}"
+        weight = (
+            "" if self.loss_weight == "none" else f", loss_weight=min_snr({self.min_snr_gamma:g})"
+        )
+        return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}{weight}"
 
     # ---- forward process q --------------------------------------------------------------
 
@@ -207,14 +257,18 @@ class GaussianDiffusion(torch.nn.Module):
     def loss_per_sample(
         self, model_output: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """Element-wise loss of the output against ``target``, averaged over C, H, W: shape (B,).
+        """Element-wise loss of the output against ``target``, averaged over C, H, W and times
+        the timestep's ``loss_weights`` (1 unless ``loss_weight="min_snr"``): shape (B,).
 
         The seed's loss ||z - NN(x_t, t)||_1 is objective="eps", loss="l1".
         """
         per_element = elementwise_loss(
             self.loss, model_output, self.target(x0, t, noise), self.huber_delta
         )
-        return per_element.mean(dim=tuple(range(1, per_element.ndim)))
+        per_sample = per_element.mean(dim=tuple(range(1, per_element.ndim)))
+        if self.loss_weight == "none":
+            return per_sample
+        return per_sample * self.loss_weights[t].to(per_sample.dtype)
 
     def sample_timesteps(
         self,

@@ -1,0 +1,349 @@
+"""``experiments/vs_diffusers/REPORT.md`` from the scores of :mod:`catdiff.vs_peer.score`.
+
+``python -m catdiff.vs_peer.report scores=DIR/scores.jsonl out=experiments/vs_diffusers``
+
+Curves of KID against images seen and against training wall time, the final samples side by
+side, the samples closest to a training face next to that face, the table, and the two
+headline ratios: KID at the peer's budget, and the wall time catdiff needs to reach the peer's
+final KID against the wall time the peer needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from catdiff.images import grid
+from catdiff.metrics.copying import nearest_distances
+from catdiff.report.figures import _plt, _save
+from catdiff.vs_peer.score import OURS, PEER, read_scores
+
+REAL = "held-out real faces"
+XLABELS = {
+    "images_seen": "images seen (thousands)",
+    "wall_s": "training wall time as run (min; 1 thread each, machine shared)",
+    "idle_s": "training time at idle-machine speed (min; 2 threads, one run at a time)",
+}
+COLORS = {PEER: "tab:orange", OURS: "tab:blue"}
+
+
+def curves(scores: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each recipe's scores by step; where a step was scored at several n, the largest n."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for line in scores:
+        if line["recipe"] == REAL:
+            continue
+        by_step = out.setdefault(line["recipe"], {})
+        old = by_step.get(line["step"])
+        if old is None or line["n"] > old["n"]:
+            by_step[line["step"]] = line
+    return {recipe: [steps[s] for s in sorted(steps)] for recipe, steps in out.items()}
+
+
+def real_reference(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((line for line in scores if line["recipe"] == REAL), None)
+
+
+def add_idle_time(runs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] | None) -> None:
+    """``idle_s``: images seen over the recipe's idle-machine img/s (catdiff.vs_peer.speed)."""
+    if not speed:
+        return
+    for recipe, lines in runs.items():
+        rate = speed["img_per_s"].get(recipe)
+        for line in lines:
+            if rate:
+                line["idle_s"] = line["images_seen"] / rate
+
+
+def headline(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The two ratios, where the scores allow them (None otherwise, with the reason)."""
+    peer, ours = runs.get(PEER, []), runs.get(OURS, [])
+    result: dict[str, Any] = {"kid_ratio": None, "time_ratio": None, "why": []}
+    if not peer or not ours:
+        result["why"].append("one of the runs has no scored snapshot yet")
+        return result
+    peer_final, ours_final = peer[-1], ours[-1]
+    if peer_final["images_seen"] != ours_final["images_seen"]:
+        result["why"].append(
+            f"the budgets differ so far: the peer's last snapshot is at "
+            f"{peer_final['images_seen']:,} images, catdiff's at {ours_final['images_seen']:,}"
+        )
+    else:
+        result["kid_ratio"] = ours_final["kid"]["mean"] / peer_final["kid"]["mean"]
+    target = peer_final["kid"]["mean"]
+    reached = next((line for line in ours if line["kid"]["mean"] <= target), None)
+    result["peer_final"] = peer_final
+    result["ours_final"] = ours_final
+    result["ours_reaches_peer"] = reached
+    if reached is not None:
+        result["time_ratio"] = reached["wall_s"] / peer_final["wall_s"]
+        if "idle_s" in reached and "idle_s" in peer_final:
+            result["idle_time_ratio"] = reached["idle_s"] / peer_final["idle_s"]
+    else:
+        result["why"].append("catdiff's snapshots never reach the peer's last KID")
+    return result
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+
+def kid_curves(
+    runs: dict[str, list[dict[str, Any]]], real: dict[str, Any] | None, x: str, path: Path
+) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    scale = 1 / 1000 if x == "images_seen" else 1 / 60
+    for recipe, lines in runs.items():
+        xs = np.array([line[x] for line in lines]) * scale
+        ys = np.array([line["kid"]["mean"] for line in lines])
+        es = np.array([line["kid"]["std"] for line in lines])
+        ax.errorbar(
+            xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=recipe, color=COLORS.get(recipe)
+        )
+    if real is not None:
+        ax.axhline(real["kid"]["mean"], color="gray", ls=":", label=f"{REAL} (floor)")
+    if PEER in runs and runs[PEER]:
+        ax.axhline(
+            runs[PEER][-1]["kid"]["mean"],
+            color=COLORS[PEER],
+            ls="--",
+            lw=0.8,
+            label="peer's last KID",
+        )
+    if x != "images_seen":
+        ax.axvline(15, color="black", ls="--", lw=0.8, label="15 min")
+    ax.set_xlabel(XLABELS[x])
+    ax.set_ylabel("KID (catdiff extractor)")
+    ax.set_yscale("log")
+    ax.legend()
+    _save(fig, path)
+    return (
+        "KID against the training split (mean over 100 subsets; error bars: their std) of each "
+        "snapshot's EMA weights; log scale."
+    )
+
+
+def _load_samples(samples_dir: Path, line: dict[str, Any]) -> torch.Tensor | None:
+    path = samples_dir / f"{line['recipe']}_step{line['step']:07d}_n{line['n']}.pt"
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def sample_grids(
+    runs: dict[str, list[dict[str, Any]]], samples_dir: Path, path: Path
+) -> str | None:
+    panels = []
+    for recipe, lines in runs.items():
+        images = _load_samples(samples_dir, lines[-1]) if lines else None
+        if images is not None:
+            panels.append((recipe, lines[-1], grid(images[:64], nrow=8)))
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5))
+    for ax, (recipe, line, image) in zip(np.atleast_1d(axes), panels, strict=True):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(
+            f"{recipe}: {line['images_seen'] / 1000:.0f}k images\n"
+            f"{line['sampler']} {line['nfe']} NFE, KID {line['kid']['mean']:.3g}"
+        )
+        ax.axis("off")
+    _save(fig, path)
+    return "The first 64 samples of each run's last snapshot (seed 0), no cherry-picking."
+
+
+def nearest_pairs(
+    runs: dict[str, list[dict[str, Any]]],
+    samples_dir: Path,
+    train: torch.Tensor,
+    path: Path,
+    k: int = 8,
+) -> str | None:
+    rows = []
+    for recipe, lines in runs.items():
+        images = _load_samples(samples_dir, lines[-1]) if lines else None
+        if images is None:
+            continue
+        dist, idx = nearest_distances(images, train)
+        order = dist.argsort()[:k]
+        pairs = torch.stack(
+            [torch.stack([images[i], _oriented(images[i], train[idx[i]])]) for i in order]
+        )
+        rows.append((recipe, grid(pairs.flatten(0, 1), nrow=2 * k), dist[order]))
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)))
+    for ax, (recipe, image, dist) in zip(np.atleast_1d(axes), rows, strict=True):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"{recipe}: L2 " + ", ".join(f"{d:.2f}" for d in dist.tolist()), fontsize=7)
+        ax.axis("off")
+    _save(fig, path)
+    return (
+        "Each run's 8 samples closest to a training face (left of each pair) next to that face "
+        "(right, mirrored when the mirror is closer); L2 distance on 28x28 pixels in [0, 1]."
+    )
+
+
+def _oriented(sample: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    flipped = face.flip(-1)
+    d = (sample.float() - face.float()).square().sum()
+    return flipped if (sample.float() - flipped.float()).square().sum() < d else face
+
+
+# ---- markdown ---------------------------------------------------------------------------------
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _row(line: dict[str, Any]) -> list[str]:
+    c = line["copying"]
+    return [
+        line["recipe"],
+        f"{line['images_seen']:,}" if line["recipe"] != REAL else "-",
+        _minutes(line["wall_s"]) if "wall_s" in line else "-",
+        _minutes(line["idle_s"]) if "idle_s" in line else "-",
+        f"{line['sampler']} {line['nfe']}" if "sampler" in line else "-",
+        f"{line['n']:,}",
+        f"{line['kid']['mean']:.4g} ± {line['kid']['std']:.2g}",
+        f"{line['fid']:.2f}",
+        f"{c['rate_samples']:.1%} (± {c['rate_se']:.1%})",
+        f"{c['median_nn_samples']:.2f}",
+        f"{line['sample_s'] / line['n'] * 1000:.0f} ms" if "sample_s" in line else "-",
+    ]
+
+
+HEADER = [
+    "run",
+    "images seen",
+    "training time as run",
+    "at idle speed",
+    "sampler (NFE)",
+    "n",
+    "KID ± std",
+    "FID",
+    "below held-out 5% NN distance",
+    "median NN distance",
+    "sampling per image",
+]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(
+    runs: dict[str, list[dict[str, Any]]],
+    real: dict[str, Any] | None,
+    head: dict[str, Any],
+    figures: dict[str, tuple[str, str]],
+    setup: str,
+) -> str:
+    out = ["# catdiff vs diffusers: better cat faces per CPU-minute", ""]
+    out += ["## Headline", ""]
+    if head["kid_ratio"] is not None:
+        out.append(
+            f"- **KID at the peer's budget** ({head['peer_final']['images_seen']:,} images seen): "
+            f"catdiff {head['ours_final']['kid']['mean']:.4g} vs diffusers "
+            f"{head['peer_final']['kid']['mean']:.4g}, ratio **{head['kid_ratio']:.2f}** "
+            "(target: at most 0.33)."
+        )
+    if head["time_ratio"] is not None:
+        r, p = head["ours_reaches_peer"], head["peer_final"]
+        out.append(
+            f"- **Time to the peer's final KID**: catdiff's first snapshot at or below it is at "
+            f"{r['images_seen']:,} images, {_minutes(r['wall_s'])} of training as run; the peer "
+            f"took {_minutes(p['wall_s'])}: ratio **{head['time_ratio']:.2f}**."
+        )
+        if head.get("idle_time_ratio") is not None:
+            out.append(
+                f"- The same at idle-machine speed (2 threads, one run at a time): "
+                f"{_minutes(r['idle_s'])} vs {_minutes(p['idle_s'])}, ratio "
+                f"**{head['idle_time_ratio']:.2f}**."
+            )
+    for why in head["why"]:
+        out.append(f"- Not measured yet: {why}.")
+    out += ["", setup, "", "## Results", ""]
+    rows = [_row(line) for lines in runs.values() for line in lines[-1:]]
+    if real is not None:
+        rows.append(_row(real))
+    out += _table(HEADER, rows)
+    out += [
+        "",
+        "Copying: the share of samples whose nearest training face (mirrors included) is closer "
+        "than 95% of held-out real faces are to theirs; held-out faces score 5% by construction, "
+        "so a rate well above 5% means copying.",
+        "",
+        "### Every snapshot",
+        "",
+    ]
+    out += _table(HEADER, [_row(line) for lines in runs.values() for line in lines])
+    out += ["", "## Figures", ""]
+    for name, (file, caption) in figures.items():
+        out += [f"### {name}", "", f"![{name}](figures/{file})", "", caption, ""]
+    return "\n".join(out) + "\n"
+
+
+def write_report(scores_path: Path, out: Path, train: torch.Tensor | None, setup: str = "") -> Path:
+    """REPORT.md and figures/ in ``out``; reads ``speed.json`` beside the scores if present."""
+    scores = read_scores(scores_path)
+    runs = curves(scores)
+    speed_path = scores_path.parent / "speed.json"
+    speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
+    add_idle_time(runs, speed)
+    real = real_reference(scores)
+    head = headline(runs)
+    samples_dir = scores_path.parent / "samples"
+    figures: dict[str, tuple[str, str]] = {}
+    fig_dir = out / "figures"
+    if runs:
+        figures["KID against images seen"] = (
+            "kid_vs_images.png",
+            kid_curves(runs, real, "images_seen", fig_dir / "kid_vs_images.png"),
+        )
+        figures["KID against training wall time"] = (
+            "kid_vs_wall.png",
+            kid_curves(runs, real, "wall_s", fig_dir / "kid_vs_wall.png"),
+        )
+        if speed:
+            figures["KID against training time at idle-machine speed"] = (
+                "kid_vs_idle_time.png",
+                kid_curves(runs, real, "idle_s", fig_dir / "kid_vs_idle_time.png"),
+            )
+        caption = sample_grids(runs, samples_dir, fig_dir / "samples.png")
+        if caption:
+            figures["Samples side by side"] = ("samples.png", caption)
+        if train is not None:
+            caption = nearest_pairs(runs, samples_dir, train, fig_dir / "nearest.png")
+            if caption:
+                figures["Closest samples to the training set"] = ("nearest.png", caption)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "REPORT.md"
+    path.write_text(markdown(runs, real, head, figures, setup))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from catdiff.vs_peer.data import training_images
+
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
+    if set(args) - {"scores", "out", "setup", "data_root", "data"} or not {"scores", "out"} <= set(
+        args
+    ):
+        raise SystemExit(
+            "usage: python -m catdiff.vs_peer.report scores=DIR/scores.jsonl out=DIR [setup=FILE.md]"
+        )
+    train = training_images(args.get("data_root"), args.get("data", "catfaces"))["train"]
+    setup = Path(args["setup"]).read_text() if "setup" in args else ""
+    print(write_report(Path(args["scores"]), Path(args["out"]), train, setup))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Score every snapshot of the two runs with catdiff's metrics, off the training clock.
+
+``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000]``
+
+For each snapshot (the peer's ``DIR/snapshots/step*.pt``, ours ``RUN_DIR/snapshots/step*.ckpt``):
+``n`` samples (``final_n`` at ``final_step``, the end of training; by default each run's last
+snapshot) with the recipe's own sampler -- the
+peer's DDIM 50 steps in fp32, ours ``sampler`` at ``steps`` -- then KID and FID against the
+training split on the catdiff extractor (gray space), and the copying check against the
+held-out test faces. Results go to ``out/scores.jsonl`` one line per snapshot (a rerun skips
+what is there, so an interrupted scoring resumes), samples to ``out/samples/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from catdiff.errors import UserError
+from catdiff.evaluate import CONF as EVALUATE_CONF
+from catdiff.evaluate import extractor_for
+from catdiff.metrics.copying import copying
+from catdiff.metrics.fid import fid_kid, real_features
+from catdiff.vs_peer import peer
+
+PEER, OURS = "diffusers", "catdiff"
+
+
+def snapshots_of(run: Path) -> list[dict[str, Any]]:
+    """The snapshots of a run, oldest first: {path, step, images_seen, wall_s}."""
+    rows_path = run / "snapshots" / "snapshots.csv"
+    if not rows_path.is_file():
+        rows_path = run / "snapshots.csv"
+    if not rows_path.is_file():
+        if run.is_dir():  # training, no snapshot yet
+            return []
+        raise UserError(f"{run} does not exist: pass the folder of a peer run or a catdiff run")
+    suffix = ".pt" if (run / "snapshots.csv").is_file() else ".ckpt"
+    width = 6 if suffix == ".pt" else 7
+    rows = {}
+    with rows_path.open() as f:
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            path = run / "snapshots" / f"step{step:0{width}d}{suffix}"
+            if path.is_file():  # a resumed run may list a step twice: the last row wins
+                rows[step] = {
+                    "path": path,
+                    "step": step,
+                    "images_seen": int(row["images_seen"]),
+                    "wall_s": float(row["wall_s"]),
+                }
+    return [rows[s] for s in sorted(rows)]
+
+
+def sample_peer(path: Path, n: int, seed: int) -> tuple[torch.Tensor, int]:
+    model = peer.load_snapshot(path)
+    return peer.sample(model, n, seed=seed), peer.RECIPE["sample_steps"]
+
+
+def sample_ours(
+    path: Path, n: int, seed: int, sampler: str, steps: int
+) -> tuple[torch.Tensor, int]:
+    from catdiff.sample import generate, load_checkpoint, load_model, make_sampler
+
+    ckpt = load_checkpoint(path)
+    model, diffusion, shape = load_model(ckpt, "ema")
+    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True}
+    chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
+    # fp32, like catdiff.evaluate: the comparison is about the recipes, not sampling precision
+    images, _, _ = generate(chosen, model, diffusion, n, shape, seed, 500, torch.device("cpu"))
+    return images, chosen.nfe(diffusion)
+
+
+class Scorer:
+    """KID/FID (one extractor, real features extracted once) and the copying check."""
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        test: torch.Tensor,
+        cache_dir: Path | None,
+        **metrics_options: Any,
+    ) -> None:
+        """``metrics_options`` override conf/evaluate.yaml's ``metrics.*`` (e.g. extractor_steps)."""
+        metrics = OmegaConf.load(EVALUATE_CONF).metrics
+        unknown = sorted(set(metrics_options) - set(metrics))
+        if unknown:
+            raise UserError(
+                f"unknown metrics option(s) {', '.join(unknown)}: see conf/evaluate.yaml"
+            )
+        metrics = OmegaConf.merge(metrics, metrics_options)
+        self.extractor = extractor_for(train, metrics, cache_dir)
+        self.real = real_features(self.extractor, train)
+        self.train, self.test = train, test
+        self.kid_subsets = metrics.kid_subsets
+
+    def __call__(self, samples: torch.Tensor) -> dict[str, Any]:
+        result = fid_kid(self.extractor, self.real, samples, kid_subsets=self.kid_subsets)
+        return {
+            "kid": {"mean": result["kid_mean"], "std": result["kid_std"]},
+            "fid": result["fid"],
+            "kid_subset_size": result["kid_subset_size"],
+            "copying": copying(samples, self.train, self.test),
+        }
+
+    def held_out_reference(self) -> dict[str, Any]:
+        """The held-out real faces scored like samples: the floor no model can beat."""
+        return {"recipe": "held-out real faces", **self(self.test), "extractor": self.info()}
+
+    def info(self) -> dict[str, Any]:
+        return {**self.extractor.info(), "reference": "train", "n_reference": len(self.train)}
+
+
+def score_runs(
+    runs: dict[str, Path],
+    out: Path,
+    scorer: Scorer,
+    n: int = 500,
+    final_n: int = 1000,
+    seed: int = 0,
+    sampler: str = "dpm_solver",
+    steps: int = 20,
+    final_step: int | None = None,
+) -> list[dict[str, Any]]:
+    """Score every snapshot of every run not yet in ``out/scores.jsonl``; returns all lines.
+
+    ``final_n`` samples for a snapshot at ``final_step`` (the end of training; default: each
+    run's last snapshot), ``n`` for the others.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    lines_path = out / "scores.jsonl"
+    done = read_scores(lines_path)
+    seen = {(d["recipe"], d["step"], d["n"]) for d in done}
+    if "held-out real faces" not in {d["recipe"] for d in done}:
+        _append(lines_path, scorer.held_out_reference() | {"step": 0, "n": len(scorer.test)})
+    for recipe, run in runs.items():
+        snaps = snapshots_of(run)
+        for i, snap in enumerate(snaps):
+            last = snap["step"] == final_step if final_step else i == len(snaps) - 1
+            count = final_n if last else n
+            if (recipe, snap["step"], count) in seen:
+                continue
+            start = time.perf_counter()
+            if recipe == PEER:
+                samples, nfe = sample_peer(snap["path"], count, seed)
+                sampler_name = "ddim"
+            else:
+                samples, nfe = sample_ours(snap["path"], count, seed, sampler, steps)
+                sampler_name = sampler
+            seconds = time.perf_counter() - start
+            torch.save(samples, out / "samples" / f"{recipe}_step{snap['step']:07d}_n{count}.pt")
+            line = {
+                "recipe": recipe,
+                "run": str(run),
+                "step": snap["step"],
+                "images_seen": snap["images_seen"],
+                "wall_s": snap["wall_s"],
+                "sampler": sampler_name,
+                "nfe": nfe,
+                "n": count,
+                "seed": seed,
+                "sample_s": round(seconds, 1),
+                **scorer(samples),
+                "extractor": scorer.info(),
+            }
+            _append(lines_path, line)
+            print(
+                f"{recipe} step {snap['step']} ({snap['images_seen']:,} images, n={count}): "
+                f"KID {line['kid']['mean']:.3f} +- {line['kid']['std']:.3f}, FID {line['fid']:.2f}",
+                file=sys.stderr,
+            )
+    return read_scores(lines_path)
+
+
+def read_scores(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append(path: Path, line: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import os
+
+    from catdiff.vs_peer.data import training_images
+
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
+    known = {"peer", "ours", "out", "n", "final_n", "seed", "sampler", "steps", "data_root", "data"}
+    known |= {"extractor_steps", "final_step"}
+    if set(args) - known or not {"peer", "ours", "out"} <= set(args):
+        raise SystemExit(
+            "usage: python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500]"
+            " [final_n=1000] [seed=0] [sampler=dpm_solver] [steps=20] [data_root=DIR]"
+            " [extractor_steps=0] [final_step=N]"
+        )
+    data = training_images(args.get("data_root"), args.get("data", "catfaces"))
+    cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
+    scorer = Scorer(
+        data["train"], data["test"], cache, extractor_steps=int(args.get("extractor_steps", 0))
+    )
+    score_runs(
+        {PEER: Path(args["peer"]), OURS: Path(args["ours"])},
+        Path(args["out"]),
+        scorer,
+        n=int(args.get("n", 500)),
+        final_n=int(args.get("final_n", 1000)),
+        seed=int(args.get("seed", 0)),
+        sampler=args.get("sampler", "dpm_solver"),
+        steps=int(args.get("steps", 20)),
+        final_step=int(args["final_step"]) if "final_step" in args else None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""catdiff vs diffusers (catdiff.vs_peer): the peer recipe, snapshots, scoring, the copying
+check and the report, end to end at toy size."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from catdiff.metrics.copying import copying, nearest_distances
+from catdiff.sample import load_checkpoint, load_model
+from catdiff.vs_peer import peer
+from catdiff.vs_peer.data import training_images
+from catdiff.vs_peer.report import headline, write_report
+from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs, snapshots_of
+from tests.test_cli import FAST, run
+
+
+def _random_faces(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+
+
+def test_copying_flags_copies_and_mirrored_copies_but_not_new_faces() -> None:
+    train, held_out, fresh = _random_faces(300, 0), _random_faces(200, 1), _random_faces(200, 2)
+    assert copying(train[:100], train, held_out)["copies_more_than_held_out"]
+    mirrored = copying(train[:100].flip(-1), train, held_out)
+    assert mirrored["copies_more_than_held_out"] and mirrored["rate_samples"] == 1.0
+    new = copying(fresh, train, held_out)
+    assert not new["copies_more_than_held_out"]
+    assert new["rate_held_out"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_nearest_distances_match_brute_force() -> None:
+    refs, queries = _random_faces(20, 3), _random_faces(5, 4)
+    dist, idx = nearest_distances(queries, refs, batch_size=2, mirror=False)
+    brute = torch.cdist(queries.flatten(1).double() / 255, refs.flatten(1).double() / 255)
+    assert torch.allclose(dist.double(), brute.min(1).values, atol=1e-5)
+    assert torch.equal(idx, brute.argmin(1))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A 4-step peer run (stopped after 2 steps and resumed) and a debug catdiff run."""
+    root = tmp_path_factory.mktemp("vs_peer")
+    images = training_images(data="synthetic")["train"]
+    opts = {"snapshot_every": 2, "resume_every": 2, "log_every": 1, "progress": False}
+    peer.train(images, root / "peer", steps=2, **opts)
+    peer.train(images, root / "peer", steps=4, **opts)
+    ours = root / "ours"
+    run(["catdiff.train", *FAST, f"hydra.run.dir={ours}", "callbacks.snapshots.every_n_steps=10"])
+    return {PEER: root / "peer", OURS: ours}
+
+
+def test_peer_resumes_and_snapshots_carry_images_seen_and_wall_time(runs) -> None:
+    snaps = snapshots_of(runs[PEER])
+    assert [s["step"] for s in snaps] == [2, 4]
+    assert [s["images_seen"] for s in snaps] == [128, 256]
+    assert snaps[0]["wall_s"] < snaps[1]["wall_s"]
+    with (runs[PEER] / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # the resumed run went on at step 3
+    assert all(float(r["loss"]) > 0 for r in rows)
+    images = peer.sample(peer.load_snapshot(snaps[-1]["path"]), n=3, steps=2)
+    assert images.dtype == torch.uint8 and images.shape == (3, 1, 28, 28)
+
+
+def test_catdiff_snapshots_are_checkpoints_of_the_ema_weights(runs) -> None:
+    snaps = snapshots_of(runs[OURS])
+    assert [s["step"] for s in snaps] == [10, 20]
+    assert snaps[-1]["images_seen"] == 20 * 16
+    model, _, shape = load_model(load_checkpoint(snaps[-1]["path"]), "ema")
+    last, _, _ = load_model(load_checkpoint(runs[OURS] / "checkpoints" / "last.ckpt"), "ema")
+    for a, b in zip(model.state_dict().values(), last.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert shape == (1, 28, 28)
+
+
+def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
+    data = training_images(data="synthetic")
+    scorer = Scorer(data["train"], data["test"], None, extractor_steps=10, kid_subsets=5)
+    out = tmp_path / "scores"
+    scores = score_runs(runs, out, scorer, n=8, final_n=12, steps=4)
+    recipes = [(s["recipe"], s["step"], s["n"]) for s in scores]
+    assert recipes[0][0] == "held-out real faces"
+    assert (PEER, 4, 12) in recipes and (OURS, 10, 8) in recipes and (OURS, 20, 12) in recipes
+    final = next(s for s in scores if s["recipe"] == OURS and s["step"] == 20)
+    assert final["nfe"] == 4 and final["sampler"] == "dpm_solver"
+    assert (
+        final["kid"]["mean"] == final["kid"]["mean"] and 0 <= final["copying"]["rate_samples"] <= 1
+    )
+    # a second call scores nothing new
+    assert len(score_runs(runs, out, scorer, n=8, final_n=12, steps=4)) == len(scores)
+    (out / "speed.json").write_text(
+        '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'
+    )
+    report = write_report(out / "scores.jsonl", tmp_path / "report", data["train"], "setup text")
+    text = report.read_text()
+    assert "setup text" in text and "budgets differ" in text  # 256 vs 320 images seen
+    assert "| 0.0 min |" in text and "| 0.1 min |" in text  # 256/64 s and 320/160 s idle
+    for figure in ("kid_vs_images", "kid_vs_wall", "kid_vs_idle_time", "samples", "nearest"):
+        assert (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
+
+
+def _line(recipe: str, step: int, kid: float, wall: float) -> dict:
+    return {
+        "recipe": recipe,
+        "step": step,
+        "images_seen": step * 64,
+        "wall_s": wall,
+        "n": 100,
+        "kid": {"mean": kid, "std": 0.1},
+    }
+
+
+def test_headline_ratios() -> None:
+    peer_lines = [_line(PEER, 1000, 4.0, 600), _line(PEER, 2000, 3.0, 1200)]
+    ours_lines = [_line(OURS, 1000, 3.5, 200), _line(OURS, 2000, 0.9, 400)]
+    head = headline({PEER: peer_lines, OURS: ours_lines})
+    assert head["kid_ratio"] == pytest.approx(0.3)
+    # the first catdiff snapshot at or below the peer's final KID (3.0) is at 400 s of 1200
+    assert head["time_ratio"] == pytest.approx(400 / 1200)
+    never = headline({PEER: peer_lines, OURS: [_line(OURS, 2000, 3.5, 400)]})
+    assert never["time_ratio"] is None and "never reach" in never["why"][0]
+
+
+def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: Path) -> None:
+    args = [
+        "catdiff.vs_peer",
+        "data=synthetic",
+        "steps=4",
+        "snapshot_every=2",
+        "n=6",
+        "final_n=8",
+        "sampler_steps=3",
+        "extractor_steps=10",
+        f"runs={tmp_path / 'runs'}",
+        f"out={tmp_path / 'report'}",
+    ]
+    run(args)
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "## Headline" in text and "KID at the peer's budget" in text  # 256 images each
+    scores = (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines()
+    assert len(scores) == 1 + 2 + 2  # held-out faces + 2 snapshots per run
+    run(args)  # finished runs are not retrained, scored snapshots not rescored
+    assert (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines() == scores
+    bad = run(["catdiff.vs_peer", "stepz=4"], check=False)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: 'stepz=4'"
+    )
