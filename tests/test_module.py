@@ -100,3 +100,31 @@ def test_sample_uses_ema_weights_and_is_seeded() -> None:
 
     ema_images = sample(expected, module.ema.model, module.diffusion, 4, (1, 28, 28), seed=0).x0
     assert torch.equal(a, ema_images)
+
+
+@pytest.mark.slow  # torch.compile takes minutes on 2 cores
+def test_compiled_training_matches_eager_and_keeps_checkpoint_keys(tmp_path: Path) -> None:
+    def tiny() -> UNet:
+        torch.manual_seed(0)
+        return UNet(
+            base_channels=8,
+            channel_mults=(1, 2),
+            num_res_blocks=1,
+            attention_levels=(),
+            norm_groups=4,
+        )
+
+    eager, compiled = make_module(tiny()), make_module(tiny())
+    compiled.compile = True
+    batch = next(iter(loader()))
+    for module in (eager, compiled):
+        module.trainer = L.Trainer(
+            accelerator="cpu", logger=False, max_steps=1
+        )  # for the generator
+    losses = [
+        m._losses(m._train_net(), batch, torch.Generator().manual_seed(1))[0]
+        for m in (eager, compiled)
+    ]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)
+    assert compiled._train_net() is not compiled.model
+    assert compiled.state_dict().keys() == eager.state_dict().keys()

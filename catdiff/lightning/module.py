@@ -47,6 +47,9 @@ class DiffusionModule(L.LightningModule):
         run_config: the run's resolved config (plain dict), written into every checkpoint so
             ``catdiff.sample`` can rebuild the model without the original config files.
         seed: seeds the per-step draws of t and noise (with the rank and the step).
+        compile: run the training forward/backward through ``torch.compile(model)`` (config key
+            ``module.compile``). The first steps pay the compile time; checkpoints, the EMA and
+            sampling keep using the plain model, so nothing else changes.
     """
 
     def __init__(
@@ -62,9 +65,14 @@ class DiffusionModule(L.LightningModule):
         image_shape: Sequence[int] = (1, 28, 28),
         run_config: dict | None = None,
         seed: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        self.compile = bool(compile)
+        # Not a submodule: the compiled wrapper shares model's parameters, and registering it
+        # would add a second copy of every key to the state_dict.
+        self.__dict__["_compiled_model"] = None
         self.diffusion = diffusion
         self.ema = EMA(model, decay=ema_decay, warmup=ema_warmup)
         self.optimizer_fn = optimizer
@@ -111,9 +119,16 @@ class DiffusionModule(L.LightningModule):
         key = (self.seed * 1_000_003 + self.global_step) * world + rank
         return torch.Generator(device=device).manual_seed(key)
 
+    def _train_net(self) -> nn.Module:
+        if not self.compile:
+            return self.model
+        if self.__dict__["_compiled_model"] is None:
+            self.__dict__["_compiled_model"] = torch.compile(self.model)
+        return self.__dict__["_compiled_model"]
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         generator = self._step_generator(batch.device)
-        loss = self._losses(self.model, batch, generator=generator)[0].mean()
+        loss = self._losses(self._train_net(), batch, generator=generator)[0].mean()
         # One host sync per step; on CPU it is free, and it stops the run before a NaN
         # gradient reaches the weights, so the last checkpoint on disk stays good.
         if not torch.isfinite(loss):
