@@ -147,6 +147,11 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
     run(args)  # finished runs are not retrained, scored snapshots not rescored
     assert (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines() == scores
     bad = run(["catdiff.vs_peer", "stepz=4"], check=False)
-    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith(
-        "error: 'stepz=4'"
-    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: 'stepz=4' is not an option of python -m catdiff.vs_peer; options: "
+        "out= runs= steps= snapshot_every= n= final_n= sampler= sampler_steps= train= "
+        "extractor_steps= data= data_root="
+    ]
+    bad = run(["catdiff.vs_peer.peer", "steps=many"], check=False)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: steps=many must be an int"

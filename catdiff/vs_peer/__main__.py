@@ -19,52 +19,38 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from catdiff.errors import UserError
+from catdiff.vs_peer.cli import one_line_errors, parse
 
-DEFAULTS = {
+OPTIONS: dict[str, Any] = {
     "out": "experiments/vs_diffusers",
     "runs": None,  # default: <CATDIFF_OUTPUTS or outputs>/vs_peer
-    "steps": "6000",
-    "snapshot_every": "750",
-    "n": "500",
-    "final_n": "1000",
+    "steps": 6000,
+    "snapshot_every": 750,
+    "n": 500,
+    "final_n": 1000,
     "sampler": "dpm_solver",
-    "sampler_steps": "20",
-    "train": "true",
-    "extractor_steps": "0",  # 0: the catdiff extractor's default training (tests use fewer)
+    "sampler_steps": 20,
+    "train": True,
+    "extractor_steps": 0,  # 0: the catdiff extractor's default training (tests use fewer)
     "data": "catfaces",
     "data_root": None,
 }
 
 
-def parse(argv: list[str]) -> dict[str, str | None]:
-    opts = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise UserError(
-                f"{arg!r}: options are key=value with key in {', '.join(DEFAULTS)} (catdiff.vs_peer)"
-            )
-        opts[key] = value
-    if opts["runs"] is None:
-        opts["runs"] = str(Path(os.environ.get("CATDIFF_OUTPUTS", "outputs")) / "vs_peer")
-    return opts
-
-
-def train_commands(opts: dict[str, str | None]) -> dict[str, list[str]]:
+def train_commands(opts: dict[str, Any]) -> dict[str, list[str]]:
     runs = Path(opts["runs"])
-    data = [f"data={opts['data']}"] + (
-        [f"data_root={opts['data_root']}"] if opts["data_root"] else []
-    )
+    root = opts["data_root"]
     peer = [
         "catdiff.vs_peer.peer",
         f"out={runs / 'peer'}",
         f"steps={opts['steps']}",
         f"snapshot_every={opts['snapshot_every']}",
         "threads=1",
-        *data,
-    ]
+        f"data={opts['data']}",
+    ] + ([f"data_root={root}"] if root else [])
     ours = [
         "catdiff.train",
         "experiment=recommended",
@@ -72,57 +58,67 @@ def train_commands(opts: dict[str, str | None]) -> dict[str, list[str]]:
         f"hydra.run.dir={runs / 'catdiff'}",
         f"trainer.max_steps={opts['steps']}",
         f"callbacks.snapshots.every_n_steps={opts['snapshot_every']}",
-        f"trainer.val_check_interval={min(1500, int(opts['steps']))}",
+        f"trainer.val_check_interval={min(1500, opts['steps'])}",
         "logger=[wandb,csv]",
-    ] + ([f"data.root={opts['data_root']}"] if opts["data_root"] else [])
+    ] + ([f"data.root={root}"] if root else [])
     return {"peer": peer, "catdiff": ours}
 
 
+def train_both(opts: dict[str, Any]) -> None:
+    """Both trainings side by side, one thread each; a finished one returns at once."""
+    runs = Path(opts["runs"])
+    # At these small convolutions two 1-thread processes get more done on 2 cores than one
+    # 2-thread process, and the two recipes share the machine equally.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    procs = {}
+    for name, cmd in train_commands(opts).items():
+        log = runs / f"{name}.log"
+        print(f"training {name}: python -m {' '.join(cmd)}  (log: {log})")
+        with log.open("a") as f:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", *cmd], env=env, stdout=f, stderr=f
+            )
+    failed = [name for name, p in procs.items() if p.wait() != 0]
+    if failed:
+        raise UserError(f"training {', '.join(failed)} failed: see {runs}/<name>.log")
+
+
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    try:
-        opts = parse(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
-        raise SystemExit(f"error: {e}") from None
+    from catdiff.vs_peer.data import training_images
+    from catdiff.vs_peer.report import write_report
+    from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs
+
+    opts = parse(argv, OPTIONS, "catdiff.vs_peer")
+    opts["runs"] = opts["runs"] or str(
+        Path(os.environ.get("CATDIFF_OUTPUTS", "outputs")) / "vs_peer"
+    )
     runs = Path(opts["runs"])
     runs.mkdir(parents=True, exist_ok=True)
-    if opts["train"] == "true":
-        # One thread each: at these small convolutions two 1-thread processes get more done on
-        # 2 cores than one 2-thread process, and the two recipes share the machine equally.
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-        procs = {}
-        for name, cmd in train_commands(opts).items():
-            log = (runs / f"{name}.log").open("a")
-            print(f"training {name}: python -m {' '.join(cmd)}  (log: {runs / name}.log)")
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", *cmd], env=env, stdout=log, stderr=log
-            )
-        failed = [name for name, p in procs.items() if p.wait() != 0]
-        if failed:
-            raise SystemExit(f"error: training {', '.join(failed)} failed: see {runs}/<name>.log")
-    from catdiff.vs_peer import report, score
-
-    scores = runs / "scores"
-    score.main(
-        [
-            f"peer={runs / 'peer'}",
-            f"ours={runs / 'catdiff'}",
-            f"out={scores}",
-            f"n={opts['n']}",
-            f"final_n={opts['final_n']}",
-            f"sampler={opts['sampler']}",
-            f"steps={opts['sampler_steps']}",
-            f"data={opts['data']}",
-            f"extractor_steps={opts['extractor_steps']}",
-            f"final_step={opts['steps']}",
-        ]
-        + ([f"data_root={opts['data_root']}"] if opts["data_root"] else [])
+    if opts["train"]:
+        train_both(opts)
+    data = training_images(opts["data_root"], opts["data"])
+    cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
+    scorer = Scorer(data["train"], data["test"], cache, extractor_steps=opts["extractor_steps"])
+    score_runs(
+        {PEER: runs / "peer", OURS: runs / "catdiff"},
+        runs / "scores",
+        scorer,
+        n=opts["n"],
+        final_n=opts["final_n"],
+        sampler=opts["sampler"],
+        steps=opts["sampler_steps"],
+        final_step=opts["steps"],
     )
-    setup = Path(opts["out"]) / "SETUP.md"
-    report.main(
-        [f"scores={scores / 'scores.jsonl'}", f"out={opts['out']}", f"data={opts['data']}"]
-        + ([f"setup={setup}"] if setup.is_file() else [])
-        + ([f"data_root={opts['data_root']}"] if opts["data_root"] else [])
+    out = Path(opts["out"])
+    setup = out / "SETUP.md"
+    report = write_report(
+        runs / "scores" / "scores.jsonl",
+        out,
+        data["train"],
+        setup.read_text() if setup.is_file() else "",
     )
+    print(f"report: {report}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from catdiff.errors import UserError
+from catdiff.vs_peer.cli import one_line_errors, parse
 
 UNET_CONFIG: dict[str, Any] = {
     "sample_size": 28,
@@ -40,6 +41,16 @@ UNET_CONFIG: dict[str, Any] = {
     "block_out_channels": (32, 64, 64),
     "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+}
+OPTIONS: dict[str, Any] = {
+    "out": None,
+    "steps": 6000,
+    "snapshot_every": 750,
+    "resume_every": 250,
+    "threads": 2,
+    "seed": 0,
+    "data": "catfaces",
+    "data_root": None,
 }
 RECIPE: dict[str, Any] = {
     "T": 1000,
@@ -248,34 +259,20 @@ def sample(
     return torch.cat(chunks)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     from catdiff.vs_peer.data import training_images
 
-    opts = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    unknown = set(opts) - {
-        "out",
-        "steps",
-        "snapshot_every",
-        "resume_every",
-        "threads",
-        "seed",
-        "data_root",
-        "data",
-    }
-    if unknown or "out" not in opts:
-        raise SystemExit(
-            "usage: python -m catdiff.vs_peer.peer out=DIR [steps=6000] [snapshot_every=750]"
-            " [threads=2] [seed=0] [data_root=DIR] [data=catfaces]"
-        )
-    torch.set_num_threads(int(opts.get("threads", 2)))
-    images = training_images(opts.get("data_root"), opts.get("data", "catfaces"))["train"]
+    opts = parse(argv, OPTIONS, "catdiff.vs_peer.peer", required=["out"])
+    torch.set_num_threads(opts["threads"])
+    images = training_images(opts["data_root"], opts["data"])["train"]
     train(
         images,
         Path(opts["out"]),
-        steps=int(opts.get("steps", RECIPE["steps"])),
-        snapshot_every=int(opts.get("snapshot_every", 750)),
-        resume_every=int(opts.get("resume_every", 250)),
-        seed=int(opts.get("seed", 0)),
+        steps=opts["steps"],
+        snapshot_every=opts["snapshot_every"],
+        resume_every=opts["resume_every"],
+        seed=opts["seed"],
     )
 
 

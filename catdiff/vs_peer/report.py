@@ -11,7 +11,6 @@ final KID against the wall time the peer needs.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from catdiff.images import grid
 from catdiff.metrics.copying import nearest_distances
 from catdiff.report.figures import _plt, _save
+from catdiff.vs_peer.cli import one_line_errors, parse
 from catdiff.vs_peer.score import OURS, PEER, read_scores
 
 REAL = "held-out real faces"
@@ -330,19 +330,15 @@ def write_report(scores_path: Path, out: Path, train: torch.Tensor | None, setup
     return path
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     from catdiff.vs_peer.data import training_images
 
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    if set(args) - {"scores", "out", "setup", "data_root", "data"} or not {"scores", "out"} <= set(
-        args
-    ):
-        raise SystemExit(
-            "usage: python -m catdiff.vs_peer.report scores=DIR/scores.jsonl out=DIR [setup=FILE.md]"
-        )
-    train = training_images(args.get("data_root"), args.get("data", "catfaces"))["train"]
-    setup = Path(args["setup"]).read_text() if "setup" in args else ""
-    print(write_report(Path(args["scores"]), Path(args["out"]), train, setup))
+    options = {"scores": None, "out": None, "setup": None, "data": "catfaces", "data_root": None}
+    opts = parse(argv, options, "catdiff.vs_peer.report", required=["scores", "out"])
+    train = training_images(opts["data_root"], opts["data"])["train"]
+    setup = Path(opts["setup"]).read_text() if opts["setup"] else ""
+    print(write_report(Path(opts["scores"]), Path(opts["out"]), train, setup))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,23 @@ from catdiff.evaluate import extractor_for
 from catdiff.metrics.copying import copying
 from catdiff.metrics.fid import fid_kid, real_features
 from catdiff.vs_peer import peer
+from catdiff.vs_peer.cli import one_line_errors, parse
 
 PEER, OURS = "diffusers", "catdiff"
+OPTIONS: dict[str, Any] = {
+    "peer": None,
+    "ours": None,
+    "out": None,
+    "n": 500,
+    "final_n": 1000,
+    "final_step": 0,  # 0: each run's last snapshot is its final one
+    "seed": 0,
+    "sampler": "dpm_solver",
+    "steps": 20,
+    "extractor_steps": 0,
+    "data": "catfaces",
+    "data_root": None,
+}
 
 
 def snapshots_of(run: Path) -> list[dict[str, Any]]:
@@ -191,35 +206,26 @@ def _append(path: Path, line: dict[str, Any]) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     import os
 
     from catdiff.vs_peer.data import training_images
 
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    known = {"peer", "ours", "out", "n", "final_n", "seed", "sampler", "steps", "data_root", "data"}
-    known |= {"extractor_steps", "final_step"}
-    if set(args) - known or not {"peer", "ours", "out"} <= set(args):
-        raise SystemExit(
-            "usage: python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500]"
-            " [final_n=1000] [seed=0] [sampler=dpm_solver] [steps=20] [data_root=DIR]"
-            " [extractor_steps=0] [final_step=N]"
-        )
-    data = training_images(args.get("data_root"), args.get("data", "catfaces"))
+    opts = parse(argv, OPTIONS, "catdiff.vs_peer.score", required=["peer", "ours", "out"])
+    data = training_images(opts["data_root"], opts["data"])
     cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
-    scorer = Scorer(
-        data["train"], data["test"], cache, extractor_steps=int(args.get("extractor_steps", 0))
-    )
+    scorer = Scorer(data["train"], data["test"], cache, extractor_steps=opts["extractor_steps"])
     score_runs(
-        {PEER: Path(args["peer"]), OURS: Path(args["ours"])},
-        Path(args["out"]),
+        {PEER: Path(opts["peer"]), OURS: Path(opts["ours"])},
+        Path(opts["out"]),
         scorer,
-        n=int(args.get("n", 500)),
-        final_n=int(args.get("final_n", 1000)),
-        seed=int(args.get("seed", 0)),
-        sampler=args.get("sampler", "dpm_solver"),
-        steps=int(args.get("steps", 20)),
-        final_step=int(args["final_step"]) if "final_step" in args else None,
+        n=opts["n"],
+        final_n=opts["final_n"],
+        seed=opts["seed"],
+        sampler=opts["sampler"],
+        steps=opts["steps"],
+        final_step=opts["final_step"] or None,
     )
 
 

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from catdiff.errors import UserError
+from catdiff.vs_peer.cli import one_line_errors, parse
 from catdiff.vs_peer.score import snapshots_of
 
 
@@ -33,7 +35,7 @@ def images_per_second(run: Path) -> float:
 
 def measure(steps: int = 100, threads: int = 2, data: str = "catfaces") -> dict[str, float]:
     if steps < 10 or steps % 5:
-        raise SystemExit("error: steps must be a multiple of 5, at least 10")
+        raise UserError(f"steps={steps} must be a multiple of 5, at least 10")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     with tempfile.TemporaryDirectory(prefix="catdiff-speed-") as tmp:
         peer_dir, ours_dir = Path(tmp, "peer"), Path(tmp, "catdiff")
@@ -67,19 +69,15 @@ def measure(steps: int = 100, threads: int = 2, data: str = "catfaces") -> dict[
     return {"threads": threads, "steps": steps, "img_per_s": rates}
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    if set(args) - {"steps", "threads", "out", "data"}:
-        raise SystemExit(
-            "usage: python -m catdiff.vs_peer.speed [steps=100] [threads=2] [out=FILE.json]"
-        )
-    result = measure(
-        int(args.get("steps", 100)), int(args.get("threads", 2)), args.get("data", "catfaces")
-    )
+    options = {"steps": 100, "threads": 2, "out": None, "data": "catfaces"}
+    opts = parse(argv, options, "catdiff.vs_peer.speed")
+    result = measure(opts["steps"], opts["threads"], opts["data"])
     for name, rate in result["img_per_s"].items():
         print(f"{name}: {rate:.1f} img/s on {result['threads']} thread(s)")
-    if "out" in args:
-        Path(args["out"]).write_text(json.dumps(result, indent=1) + "\n")
+    if opts["out"]:
+        Path(opts["out"]).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
