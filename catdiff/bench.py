@@ -71,11 +71,13 @@ class TrainCase:
     precision: str = "fp32"
     optimizer: str = "adamw"  # key of train_speed.OPTIMIZERS (catdiff only)
     channels_last: bool = False
+    compile: bool = False  # module.compile=true: torch.compile the training forward/backward
 
     @property
     def id(self) -> str:
         layout = "/channels-last" if self.channels_last else ""
-        return f"train/{self.model}/{self.precision}/{self.optimizer}{layout}"
+        compiled = "/compile" if self.compile else ""
+        return f"train/{self.model}/{self.precision}/{self.optimizer}{layout}{compiled}"
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,13 @@ class Settings:
     warmup: int = 2
     train_steps_per_rep: int = 2
     sample_n: int = 64
-    sample_timed_steps: int = 50  # longer chains are timed over their first steps and scaled
+    sample_timed_steps: int = 20  # longer chains are timed over their first steps and scaled
     decode_files: int = 20_000
     warm_batches: int = 50
     matmul_n: int = 2048
     conv: tuple[int, int, int] = (64, 128, 28)  # batch, channels, size
     lightning_steps: int = 20
+    compile: bool = True  # also time torch.compile'd training (minutes of compiling on a CPU)
     models: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"default": {}, "large": {"base_channels": 64}}
     )
@@ -132,6 +135,7 @@ QUICK = Settings(
     decode_files=1024,
     warm_batches=20,
     lightning_steps=10,
+    compile=False,
     caveat="quick mode: batch 32 (not 128), 16 images sampled (not 64), chains timed over their "
     "first 10 steps and extrapolated, at most 1,024 files decoded, 1 step per rep: indicative only",
 )
@@ -149,6 +153,7 @@ TINY = Settings(
     matmul_n=64,
     conv=(2, 8, 8),
     lightning_steps=2,
+    compile=False,
     caveat="tiny mode: toy models and kernels, 2 reps; checks the harness, the numbers mean nothing",
     models={"default": dict(TINY_UNET), "large": {**TINY_UNET, "base_channels": 12}},
     peer={
@@ -176,6 +181,7 @@ TRAIN_VARIANTS = (
     TrainCase("large", "fp32"),
     TrainCase("large", "bf16"),
 )
+
 SAMPLE_VARIANTS = tuple(
     SampleCase("default", kind, steps, p)
     for kind, steps in (("ddpm", 1000), ("ddim", 20))
@@ -209,6 +215,12 @@ def matched_catdiff(kwargs: dict[str, Any], target: int) -> tuple[dict[str, Any]
         f"catdiff's model has {params:,} parameters, diffusers' {target:,}: compared with a "
         f"catdiff UNet of base_channels={best[1]['base_channels']} ({best[2]:,} parameters)"
     )
+
+
+def _seconds_of(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _repeat(fn: Callable[[], object], k: int) -> Callable[[], None]:
@@ -259,6 +271,7 @@ class Bench:
         if case.model == "diffusers":
             return peer.train_step_fn(self._net("diffusers"), case.precision, lambda: x0)
         module = train_speed.build_module(self.models[case.model], case.optimizer)
+        module.compile = case.compile
         return train_speed.train_step_fn(module, case.precision, lambda: x0, case.channels_last)
 
     def _label(self, key: str) -> str:
@@ -301,11 +314,21 @@ class Bench:
         return figures
 
     def train(self, cases: tuple[TrainCase, ...]) -> list[Figure]:
-        """Training images/s of ``cases``, measured interleaved (see ``measure_interleaved``)."""
+        """Training images/s of ``cases``, measured interleaved (see ``measure_interleaved``).
+
+        A compiled case's first step (which compiles) is timed on its own before the warm-up:
+        ``compile_s`` is that step's time less a steady step's.
+        """
         s = self.s
         steps = [_repeat(self._train_step(c, s.batch), s.train_steps_per_rep) for c in cases]
+        first = {i: _seconds_of(step) for i, (c, step) in enumerate(zip(cases, steps)) if c.compile}
         timings = measure_interleaved(steps, s.reps, s.warmup)
-        return [self._train_figure(c, t) for c, t in zip(cases, timings)]
+        figures = [self._train_figure(c, t) for c, t in zip(cases, timings)]
+        for i, seconds in first.items():
+            steady = timings[i].median
+            figures[i].extra["compile_s"] = round(seconds - steady, 1)
+            figures[i].label += f", torch.compile (compile ~{seconds - steady:.0f} s)"
+        return figures
 
     def _train_figure(self, case: TrainCase, timing: Timing) -> Figure:
         s = self.s
@@ -487,7 +510,12 @@ class Bench:
         default = (
             [] if self.compare == "default" else [(TrainCase("default", p),) for p in PRECISIONS]
         )
-        return pairs + default + [(c,) for c in TRAIN_VARIANTS]
+        compiled = [
+            (TrainCase(self.compare, p, "adamw-fused", compile=True), TrainCase("diffusers", p))
+            for p in PRECISIONS
+            if self.s.compile
+        ]
+        return pairs + default + [(c,) for c in TRAIN_VARIANTS] + compiled
 
     def sample_groups(self) -> list[tuple[SampleCase, ...]]:
         """DDIM 50 of catdiff paired with diffusers' per precision, then the other chains."""
@@ -523,7 +551,9 @@ class Bench:
             if a is None or b is None:
                 continue
             if isinstance(ours, TrainCase):
-                id, label = f"train_{ours.precision}", f"training img/s, {ours.precision}"
+                how = ", torch.compile + fused AdamW" if ours.compile else ""
+                id = f"train_{ours.precision}" + ("_compile" if ours.compile else "")
+                label = f"training img/s, {ours.precision}{how}"
             else:
                 id = f"sample_{ours.kind}{ours.steps}_{ours.precision}"
                 label = (

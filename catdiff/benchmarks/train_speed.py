@@ -83,7 +83,7 @@ def train_step_fn(
         optimizer.zero_grad(set_to_none=True)
         generator = torch.Generator(x0.device).manual_seed(next(steps))
         with autocast(precision):
-            loss = module._losses(module.model, x0, generator=generator)[0].mean()
+            loss = module._losses(module._train_net(), x0, generator=generator)[0].mean()
         if not torch.isfinite(loss):  # training_step's NaN guard (a host sync)
             raise RuntimeError(f"benchmark loss became {loss.item()}")
         loss.backward()
