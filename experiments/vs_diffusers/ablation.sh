@@ -13,13 +13,13 @@ COMMON=(experiment=recommended trainer.max_steps=750 trainer.val_check_interval=
         callbacks.sample_grid.every_n_steps=0 callbacks.snapshots.every_n_steps=0 logger=csv)
 declare -A ARMS=(
   [recommended]=""
-  [no_min_snr]="diffusion.loss_weight=none"
+  [min_snr]="diffusion.loss_weight=min_snr"
   [eps]="diffusion.objective=eps"
   [linear]="diffusion.schedule=linear"
   [lr5e-4]="module.optimizer.lr=5e-4"
   [unet_1.6M]="model=unet"
 )
-ORDER=(recommended no_min_snr eps linear lr5e-4 unet_1.6M)  # the first is the control arm
+ORDER=(recommended min_snr eps linear lr5e-4 unet_1.6M)  # the first is the control arm
 for arm in "${ORDER[@]}"; do
   dir=$RUNS/$arm
   if [ ! -f "$dir/checkpoints/last.ckpt" ]; then
