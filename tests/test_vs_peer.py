@@ -13,7 +13,7 @@ from catdiff.metrics.copying import copying, nearest_distances
 from catdiff.sample import load_checkpoint, load_model
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.data import training_images
-from catdiff.vs_peer.report import headline, write_report
+from catdiff.vs_peer.report import at_equal_images, headline, write_report
 from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs, snapshots_of
 from tests.test_cli import FAST, run
 
@@ -96,9 +96,11 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     (out / "speed.json").write_text(
         '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'
     )
-    report = write_report(out / "scores.jsonl", tmp_path / "report", data["train"], "setup text")
+    report = write_report(
+        out / "scores.jsonl", tmp_path / "report", data["train"], "setup text", budget=256
+    )
     text = report.read_text()
-    assert "setup text" in text and "budgets differ" in text  # 256 vs 320 images seen
+    assert "setup text" in text and "catdiff's last scored snapshot is at 320 images" in text
     assert "| 0.0 min |" in text and "| 0.1 min |" in text  # 256/64 s and 320/160 s idle
     for figure in ("kid_vs_images", "kid_vs_wall", "kid_vs_idle_time", "samples", "nearest"):
         assert (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
@@ -118,12 +120,19 @@ def _line(recipe: str, step: int, kid: float, wall: float) -> dict:
 def test_headline_ratios() -> None:
     peer_lines = [_line(PEER, 1000, 4.0, 600), _line(PEER, 2000, 3.0, 1200)]
     ours_lines = [_line(OURS, 1000, 3.5, 200), _line(OURS, 2000, 0.9, 400)]
-    head = headline({PEER: peer_lines, OURS: ours_lines})
+    head = headline({PEER: peer_lines, OURS: ours_lines}, budget=128000)
     assert head["kid_ratio"] == pytest.approx(0.3)
     # the first catdiff snapshot at or below the peer's final KID (3.0) is at 400 s of 1200
     assert head["time_ratio"] == pytest.approx(400 / 1200)
-    never = headline({PEER: peer_lines, OURS: [_line(OURS, 2000, 3.5, 400)]})
+    assert [
+        (r["images_seen"], r["ratio"])
+        for r in at_equal_images({PEER: peer_lines, OURS: ours_lines[1:]})
+    ] == [(128000, pytest.approx(0.3))]
+    never = headline({PEER: peer_lines, OURS: [_line(OURS, 2000, 3.5, 400)]}, budget=128000)
     assert never["time_ratio"] is None and "never reach" in never["why"][0]
+    early = headline({PEER: peer_lines, OURS: ours_lines}, budget=384000)  # still training
+    assert early["kid_ratio"] is None and early["time_ratio"] is None
+    assert "384,000 images; the peer's last scored snapshot is at 128,000" in early["why"][0]
 
 
 def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def train_both(opts: dict[str, Any]) -> None:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
+    from catdiff.vs_peer import peer
     from catdiff.vs_peer.data import training_images
     from catdiff.vs_peer.report import write_report
     from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         out,
         data["train"],
         setup.read_text() if setup.is_file() else "",
+        budget=opts["steps"] * peer.RECIPE["batch_size"],
     )
     print(f"report: {report}")
 

@@ -20,6 +20,7 @@ import torch
 from catdiff.images import grid
 from catdiff.metrics.copying import nearest_distances
 from catdiff.report.figures import _plt, _save
+from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import one_line_errors, parse
 from catdiff.vs_peer.score import OURS, PEER, read_scores
 
@@ -30,6 +31,7 @@ XLABELS = {
     "idle_s": "training time at idle-machine speed (min; 2 threads, one run at a time)",
 }
 COLORS = {PEER: "tab:orange", OURS: "tab:blue"}
+BUDGET = peer.RECIPE["steps"] * peer.RECIPE["batch_size"]  # 384,000 images seen
 
 
 def curves(scores: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -60,21 +62,24 @@ def add_idle_time(runs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] |
                 line["idle_s"] = line["images_seen"] / rate
 
 
-def headline(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The two ratios, where the scores allow them (None otherwise, with the reason)."""
+def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, Any]:
+    """The two ratios at ``budget`` images seen, where the scores allow them (None otherwise,
+    with the reason)."""
     peer, ours = runs.get(PEER, []), runs.get(OURS, [])
     result: dict[str, Any] = {"kid_ratio": None, "time_ratio": None, "why": []}
     if not peer or not ours:
         result["why"].append("one of the runs has no scored snapshot yet")
         return result
     peer_final, ours_final = peer[-1], ours[-1]
-    if peer_final["images_seen"] != ours_final["images_seen"]:
-        result["why"].append(
-            f"the budgets differ so far: the peer's last snapshot is at "
-            f"{peer_final['images_seen']:,} images, catdiff's at {ours_final['images_seen']:,}"
-        )
-    else:
-        result["kid_ratio"] = ours_final["kid"]["mean"] / peer_final["kid"]["mean"]
+    short = [
+        f"{name}'s last scored snapshot is at {last['images_seen']:,} images"
+        for name, last in (("the peer", peer_final), ("catdiff", ours_final))
+        if last["images_seen"] != budget
+    ]
+    if short:
+        result["why"].append(f"the budget is {budget:,} images; " + " and ".join(short))
+        return result
+    result["kid_ratio"] = ours_final["kid"]["mean"] / peer_final["kid"]["mean"]
     target = peer_final["kid"]["mean"]
     reached = next((line for line in ours if line["kid"]["mean"] <= target), None)
     result["peer_final"] = peer_final
@@ -87,6 +92,24 @@ def headline(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     else:
         result["why"].append("catdiff's snapshots never reach the peer's last KID")
     return result
+
+
+def at_equal_images(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every images-seen point both runs were scored at: their KIDs and catdiff / diffusers."""
+    peer = {line["images_seen"]: line for line in runs.get(PEER, [])}
+    rows = []
+    for line in runs.get(OURS, []):
+        other = peer.get(line["images_seen"])
+        if other is not None:
+            rows.append(
+                {
+                    "images_seen": line["images_seen"],
+                    "peer": other["kid"],
+                    "ours": line["kid"],
+                    "ratio": line["kid"]["mean"] / other["kid"]["mean"],
+                }
+            )
+    return rows
 
 
 # ---- figures ----------------------------------------------------------------------------------
@@ -270,6 +293,21 @@ def markdown(
             )
     for why in head["why"]:
         out.append(f"- Not measured yet: {why}.")
+    equal = at_equal_images(runs)
+    if equal:
+        out += ["", "KID at equal images seen (catdiff / diffusers; lower is better):", ""]
+        out += _table(
+            ["images seen", "diffusers KID", "catdiff KID", "catdiff / diffusers"],
+            [
+                [
+                    f"{r['images_seen']:,}",
+                    f"{r['peer']['mean']:.4g} ± {r['peer']['std']:.2g}",
+                    f"{r['ours']['mean']:.4g} ± {r['ours']['std']:.2g}",
+                    f"{r['ratio']:.2f}",
+                ]
+                for r in equal
+            ],
+        )
     out += ["", setup, "", "## Results", ""]
     rows = [_row(line) for lines in runs.values() for line in lines[-1:]]
     if real is not None:
@@ -291,7 +329,13 @@ def markdown(
     return "\n".join(out) + "\n"
 
 
-def write_report(scores_path: Path, out: Path, train: torch.Tensor | None, setup: str = "") -> Path:
+def write_report(
+    scores_path: Path,
+    out: Path,
+    train: torch.Tensor | None,
+    setup: str = "",
+    budget: int = BUDGET,
+) -> Path:
     """REPORT.md and figures/ in ``out``; reads ``speed.json`` beside the scores if present."""
     scores = read_scores(scores_path)
     runs = curves(scores)
@@ -299,7 +343,7 @@ def write_report(scores_path: Path, out: Path, train: torch.Tensor | None, setup
     speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
     add_idle_time(runs, speed)
     real = real_reference(scores)
-    head = headline(runs)
+    head = headline(runs, budget)
     samples_dir = scores_path.parent / "samples"
     figures: dict[str, tuple[str, str]] = {}
     fig_dir = out / "figures"
@@ -334,11 +378,18 @@ def write_report(scores_path: Path, out: Path, train: torch.Tensor | None, setup
 def main(argv: list[str] | None = None) -> None:
     from catdiff.vs_peer.data import training_images
 
-    options = {"scores": None, "out": None, "setup": None, "data": "catfaces", "data_root": None}
+    options = {
+        "scores": None,
+        "out": None,
+        "setup": None,
+        "budget": BUDGET,
+        "data": "catfaces",
+        "data_root": None,
+    }
     opts = parse(argv, options, "catdiff.vs_peer.report", required=["scores", "out"])
     train = training_images(opts["data_root"], opts["data"])["train"]
     setup = Path(opts["setup"]).read_text() if opts["setup"] else ""
-    print(write_report(Path(opts["scores"]), Path(opts["out"]), train, setup))
+    print(write_report(Path(opts["scores"]), Path(opts["out"]), train, setup, opts["budget"]))
 
 
 if __name__ == "__main__":
