@@ -126,7 +126,14 @@ def kid_curves(
         ys = np.array([line["kid"]["mean"] for line in lines])
         es = np.array([line["kid"]["std"] for line in lines])
         ax.errorbar(
-            xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=recipe, color=COLORS.get(recipe)
+            xs,
+            ys,
+            yerr=es,
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=recipe,
+            color=COLORS.get(recipe, "tab:green"),
         )
     if real is not None:
         ax.axhline(real["kid"]["mean"], color="gray", ls=":", label=f"{REAL} (floor)")
@@ -147,7 +154,8 @@ def kid_curves(
     _save(fig, path)
     return (
         "KID against the training split (mean over 100 subsets; error bars: their std) of each "
-        "snapshot's EMA weights; log scale."
+        "snapshot's EMA weights; log scale (the held-out faces' KID, about 0, is off the axis when "
+        "it is not positive)."
     )
 
 
