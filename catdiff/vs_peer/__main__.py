@@ -10,7 +10,7 @@
 
 Run it again after an interruption: finished runs and scored snapshots are kept, a killed
 training resumes from its last save. ``train=false`` only scores and reports.
-On this 2-core CPU the default budget takes about 3 hours (the peer is the long pole).
+On this 2-core CPU the default budget takes about 3.5 hours (the peer is the long pole).
 """
 
 from __future__ import annotations
