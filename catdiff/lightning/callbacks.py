@@ -191,7 +191,7 @@ class Snapshots(Callback):
             if new:
                 f.write("step,images_seen,wall_s\n")
             f.write(f"{step},{images_seen},{wall:.2f}\n")
-        self._t0 += time.perf_counter() - self._t0 - wall  # writing is not training time
+        self._t0 = time.perf_counter() - wall  # writing is not training time
 
 
 class LastCheckpoint(Callback):

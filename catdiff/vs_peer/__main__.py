@@ -86,7 +86,6 @@ def train_both(opts: dict[str, Any]) -> None:
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     from catdiff.vs_peer import peer
-    from catdiff.vs_peer.data import training_images
     from catdiff.vs_peer.report import write_report
     from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs
 
@@ -98,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     if opts["train"]:
         train_both(opts)
-    data = training_images(opts["data_root"], opts["data"])
-    cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
-    scorer = Scorer(data["train"], data["test"], cache, extractor_steps=opts["extractor_steps"])
+    scorer = Scorer.for_data(opts["data"], opts["data_root"], opts["extractor_steps"])
     score_runs(
         {PEER: runs / "peer", OURS: runs / "catdiff"},
         runs / "scores",
@@ -116,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     report = write_report(
         runs / "scores" / "scores.jsonl",
         out,
-        data["train"],
+        scorer.train,
         setup.read_text() if setup.is_file() else "",
         budget=opts["steps"] * peer.RECIPE["batch_size"],
     )

@@ -30,18 +30,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from catdiff.benchmarks.peer import DIFFUSERS_UNET
 from catdiff.errors import UserError
 from catdiff.vs_peer.cli import one_line_errors, parse
 
-UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 28,
-    "in_channels": 1,
-    "out_channels": 1,
-    "layers_per_block": 2,
-    "block_out_channels": (32, 64, 64),
-    "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-    "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-}
+UNET_CONFIG: dict[str, Any] = DIFFUSERS_UNET  # the UNet2DModel, 1,623,169 parameters
 OPTIONS: dict[str, Any] = {
     "out": None,
     "steps": 6000,

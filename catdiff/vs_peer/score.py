@@ -125,6 +125,19 @@ class Scorer:
             "copying": copying(samples, self.train, self.test),
         }
 
+    @classmethod
+    def for_data(
+        cls, data: str = "catfaces", data_root: str | None = None, extractor_steps: int = 0
+    ) -> Scorer:
+        """The scorer of conf/data/<data>.yaml's splits, extractors cached in the data dir."""
+        import os
+
+        from catdiff.vs_peer.data import training_images
+
+        images = training_images(data_root, data)
+        cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
+        return cls(images["train"], images["test"], cache, extractor_steps=extractor_steps)
+
     def held_out_reference(self) -> dict[str, Any]:
         """The held-out real faces scored like samples: the floor no model can beat."""
         return {"recipe": "held-out real faces", **self(self.test), "extractor": self.info()}
@@ -208,14 +221,8 @@ def _append(path: Path, line: dict[str, Any]) -> None:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    import os
-
-    from catdiff.vs_peer.data import training_images
-
     opts = parse(argv, OPTIONS, "catdiff.vs_peer.score", required=["peer", "ours", "out"])
-    data = training_images(opts["data_root"], opts["data"])
-    cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
-    scorer = Scorer(data["train"], data["test"], cache, extractor_steps=opts["extractor_steps"])
+    scorer = Scorer.for_data(opts["data"], opts["data_root"], opts["extractor_steps"])
     score_runs(
         {PEER: Path(opts["peer"]), OURS: Path(opts["ours"])},
         Path(opts["out"]),
