@@ -67,10 +67,12 @@ def load_model(
 def make_sampler(cfg: DictConfig) -> DDPMSampler | DDIMSampler | DPMSolverSampler:
     if cfg.sampler == "ddpm":
         return DDPMSampler(sigma=cfg.sigma, clip_x0=cfg.clip_x0)
+    # spacing null (or absent): the sampler's own default, trailing for DDIM, logsnr for DPM-Solver
+    spacing = {"spacing": cfg.spacing} if cfg.get("spacing") is not None else {}
     if cfg.sampler == "ddim":
-        return DDIMSampler(steps=cfg.steps, eta=cfg.eta, clip_x0=cfg.clip_x0)
+        return DDIMSampler(steps=cfg.steps, eta=cfg.eta, clip_x0=cfg.clip_x0, **spacing)
     if cfg.sampler == "dpm_solver":
-        return DPMSolverSampler(steps=cfg.steps, clip_x0=cfg.clip_x0)
+        return DPMSolverSampler(steps=cfg.steps, clip_x0=cfg.clip_x0, **spacing)
     raise UserError(f"sampler={cfg.sampler} must be ddpm, ddim or dpm_solver")
 
 

@@ -167,8 +167,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     # Set after building: instantiate() would try to build the _target_ entries inside it.
     module.run_config = to_plain(cfg)
-    callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items() if c is not None]
     loggers = _build_loggers(cfg)
+    callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items() if c is not None]
+    if not loggers:  # logger=none: LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     resume_step = None

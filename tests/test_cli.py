@@ -91,7 +91,7 @@ def test_sample_writes_grid_zoom_trajectory_and_images(trained_run: Path, tmp_pa
     assert first != Image.open(tmp_path / "other" / "grid.png").tobytes()
 
 
-def test_resume_continues_global_step(trained_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_global_step_without_a_logger(trained_run: Path, tmp_path: Path) -> None:
     last = trained_run / "checkpoints" / "last.ckpt"
     run(
         [
@@ -100,6 +100,7 @@ def test_resume_continues_global_step(trained_run: Path, tmp_path: Path) -> None
             f"hydra.run.dir={tmp_path}",
             f"ckpt_path={last}",
             "trainer.max_steps=30",
+            "logger=none",  # the learning-rate monitor needs a logger: it must step aside
         ]
     )
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -156,3 +157,16 @@ def test_experiment_file_runs_its_whole_sweep_without_dash_m(tmp_path: Path) -> 
         assert (member / "checkpoints" / "last.ckpt").is_file()
         edges.append(OmegaConf.load(member / "config.yaml").data.edges)
     assert edges == ["none", "sobel", "sobel+gray"]
+
+
+def test_sample_and_evaluate_spacing_defaults_to_each_samplers_own() -> None:
+    from catdiff.sample import make_sampler
+
+    for name in ("sample", "evaluate"):
+        cfg = OmegaConf.load(ROOT / "conf" / f"{name}.yaml")
+        cfg.sampler = "dpm_solver"
+        assert make_sampler(cfg).spacing == "logsnr"
+        cfg.sampler = "ddim"
+        assert make_sampler(cfg).spacing == "trailing"
+        cfg.spacing = "logsnr"
+        assert make_sampler(cfg).spacing == "logsnr"

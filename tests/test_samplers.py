@@ -11,6 +11,7 @@ from catdiff.diffusion import (
     DPMSolverSampler,
     GaussianDiffusion,
     ddim_timesteps,
+    logsnr_timesteps,
     make_betas,
     sample,
 )
@@ -117,6 +118,8 @@ SAMPLERS = {
     "ddim-trailing": DDIMSampler(steps=10),
     "ddim-leading": DDIMSampler(steps=7, spacing="leading"),
     "ddim-eta1": DDIMSampler(steps=10, eta=1.0, clip_x0=False),
+    "dpm-logsnr": DPMSolverSampler(steps=10),
+    "dpm-trailing": DPMSolverSampler(steps=10, spacing="trailing"),
 }
 
 
@@ -260,9 +263,8 @@ def test_dpm_solver_equals_diffusers_multistep(objective, steps):
     from diffusers import DPMSolverMultistepScheduler
 
     d = GaussianDiffusion(make_betas("linear", T), objective=objective)
-    ours = sample(
-        DPMSolverSampler(steps=steps, clip_x0=False), toy_model, d, n=2, shape=SHAPE, seed=3
-    ).x0
+    ours = DPMSolverSampler(steps=steps, clip_x0=False, spacing="trailing")
+    ours = sample(ours, toy_model, d, n=2, shape=SHAPE, seed=3).x0
 
     prediction = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}[objective]
     scheduler = DPMSolverMultistepScheduler(
@@ -276,7 +278,7 @@ def test_dpm_solver_equals_diffusers_multistep(objective, steps):
         lower_order_final=True,
     )
     scheduler.set_timesteps(steps)
-    assert scheduler.timesteps.tolist() == DPMSolverSampler(steps=steps).timesteps(d)
+    assert scheduler.timesteps.tolist() == ddim_timesteps(T, steps, "trailing")
     x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(3))
     for t in scheduler.timesteps:
         x = scheduler.step(toy_model(x, torch.full((2,), int(t))), t, x).prev_sample
@@ -300,7 +302,8 @@ def test_dpm_solver_is_second_order_where_ddim_is_first():
     reference = sample(DDIMSampler(steps=big_t, clip_x0=False), exact_eps, d, 64, (1, 2, 2)).x0
 
     def error(sampler_class, steps):
-        x0 = sample(sampler_class(steps=steps, clip_x0=False), exact_eps, d, 64, (1, 2, 2)).x0
+        chosen = sampler_class(steps=steps, clip_x0=False, spacing="trailing")
+        x0 = sample(chosen, exact_eps, d, 64, (1, 2, 2)).x0
         return float((x0 - reference).abs().mean())
 
     ddim = {k: error(DDIMSampler, k) for k in (20, 25, 50)}
@@ -308,3 +311,53 @@ def test_dpm_solver_is_second_order_where_ddim_is_first():
     assert dpm[20] < 0.4 * ddim[20], (dpm, ddim)  # measured: 0.015 vs 0.050
     assert 0.4 < ddim[50] / ddim[25] < 0.6, ddim  # first order: twice the steps, half the error
     assert dpm[50] / dpm[25] < 0.3, dpm  # measured 0.22
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("steps", [5, 20, 25])
+def test_logsnr_timesteps_run_from_pure_noise_to_t0_evenly_in_log_snr(schedule, steps):
+    d = GaussianDiffusion(make_betas(schedule, 1000))
+    ts = logsnr_timesteps(d.alpha_bar, steps)
+    assert len(ts) == steps and ts[0] == 999 and ts[-1] == 0
+    assert all(a > b for a, b in zip(ts, ts[1:])), ts
+    ab = d.alpha_bar.double()
+    lam = (0.5 * (ab / (1 - ab)).log())[ts[1:]]
+    gaps = lam.diff()
+    # nearest discrete t to an even grid: equal gaps but for rounding t, which near t = 0
+    # moves lambda by up to 0.4 per step of t (cosine: lambda_0 = 5.05, lambda_1 = 4.67)
+    assert float((gaps - gaps.mean()).abs().max()) < 0.5 * float(gaps.mean()), gaps
+    # the grid starts at lambda = -5 at most: the cosine schedule's last few t are skipped
+    assert float(0.5 * (ab[ts[1]] / (1 - ab[ts[1]])).log()) > -5
+
+
+def test_logsnr_spacing_is_validated_and_the_dpm_solver_default():
+    assert DPMSolverSampler().spacing == "logsnr"
+    d = GaussianDiffusion(make_betas("linear", 20))
+    assert DDIMSampler(steps=5, spacing="logsnr").timesteps(d) == logsnr_timesteps(d.alpha_bar, 5)
+    with pytest.raises(UserError, match=r"sampler\.steps"):
+        logsnr_timesteps(GaussianDiffusion(make_betas("linear", 20)).alpha_bar, 21)
+
+
+def test_logsnr_spacing_solves_fine_detail_far_more_accurately_than_trailing():
+    """The probability-flow ODE of Gaussian data with a small variance (std 0.1, like an
+    image's fine detail), cosine schedule: time-uniform steps end at t = T / steps and jump to
+    the image from there, even log-SNR steps reach t = 0. At 20 network evaluations DPM-Solver++
+    is then ~13x closer to a 1000-step solution (measured 0.0015 vs 0.019). (For large-variance
+    data, std 0.5, trailing is the closer one at 20 steps: 0.0005 vs 0.006.)"""
+    big_t = 1000
+    d = GaussianDiffusion(make_betas("cosine", big_t))
+    mean, std = 0.2, 0.1
+
+    def exact_eps(x_t, t):
+        ab = d.alpha_bar[t].view(-1, 1, 1, 1).double()
+        var = ab * std**2 + (1 - ab)
+        return ((1 - ab).sqrt() * (x_t.double() - ab.sqrt() * mean) / var).to(x_t.dtype)
+
+    reference = sample(DDIMSampler(steps=big_t, clip_x0=False), exact_eps, d, 64, (1, 2, 2)).x0
+
+    def error(spacing):
+        chosen = DPMSolverSampler(steps=20, clip_x0=False, spacing=spacing)
+        return float((sample(chosen, exact_eps, d, 64, (1, 2, 2)).x0 - reference).abs().mean())
+
+    logsnr, trailing = error("logsnr"), error("trailing")
+    assert logsnr < 0.2 * trailing, (logsnr, trailing)

@@ -88,6 +88,9 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     assert (PEER, 4, 12) in recipes and (OURS, 10, 8) in recipes and (OURS, 20, 12) in recipes
     final = next(s for s in scores if s["recipe"] == OURS and s["step"] == 20)
     assert final["nfe"] == 4 and final["sampler"] == "dpm_solver"
+    # each line says how its sampler spaced its steps: the recipe's logsnr, the peer's DDIM
+    assert final["spacing"] == "logsnr"
+    assert next(s for s in scores if s["recipe"] == PEER)["spacing"] == "leading"
     assert (
         final["kid"]["mean"] == final["kid"]["mean"] and 0 <= final["copying"]["rate_samples"] <= 1
     )

@@ -25,6 +25,7 @@ from catdiff.diffusion.samplers import (
     SampleResult,
     ddim_step,
     ddim_timesteps,
+    logsnr_timesteps,
     sample,
 )
 from catdiff.diffusion.schedules import SCHEDULES, make_betas
@@ -46,6 +47,7 @@ __all__ = [
     "check_sigma",
     "ddim_step",
     "ddim_timesteps",
+    "logsnr_timesteps",
     "elementwise_loss",
     "make_betas",
     "sample",

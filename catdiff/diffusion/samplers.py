@@ -21,7 +21,12 @@ from catdiff.diffusion.gaussian import GaussianDiffusion, check_sigma
 from catdiff.errors import UserError
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SPACINGS = ("leading", "trailing")
+SPACINGS = ("leading", "trailing", "logsnr")
+# Where "logsnr" spacing starts: lambda = log(alpha / sigma) no lower than this. Below it x_t is
+# pure noise to the network's eye (alpha < 0.007) and steps there are wasted; DPM-Solver's own
+# code truncates the cosine schedule at about this point (t = 0.9946, lambda = -4.8), and the
+# seed's linear schedule ends at lambda(T-1) = -5.06, so there it changes nothing.
+LOGSNR_MIN = -5.0
 
 
 @dataclass
@@ -173,7 +178,34 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
         # float64 arithmetic and round-half-to-even as numpy's arange/round in diffusers.
         start = torch.arange(steps, dtype=torch.float64) * (-T / steps) + T
         return (start.round() - 1).long().tolist()
-    raise UserError(f"sampler.spacing={spacing!r} is unknown; choose one of {', '.join(SPACINGS)}")
+    raise UserError(f"ddim_timesteps: spacing={spacing!r} must be leading or trailing")
+
+
+def logsnr_timesteps(
+    alpha_bar: torch.Tensor, steps: int, lambda_min: float = LOGSNR_MIN
+) -> list[int]:
+    """``steps`` timesteps evenly spaced in log-SNR, in decreasing order (DPM-Solver's
+    ``skip_type="logSNR"``, Lu et al. 2022, which they recommend for low-resolution images).
+
+    The grid runs evenly from max(lambda_{T-1}, ``lambda_min``) to lambda_0, with lambda_t =
+    log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)); its first point is t = T-1, where x_T ~
+    N(0, I) matches, the others the timesteps whose lambda_t is nearest. Uniform steps in time (DDIM's
+    spacings) spend most evaluations where the image is still mostly noise and end at t =
+    T/steps, leaving a large last jump to the image; even log-SNR steps end at t = 0. Timesteps
+    that round to the same t are visited once, so at large ``steps`` there may be fewer.
+    """
+    T = alpha_bar.shape[0]
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+        raise UserError(f"sampler.steps={steps!r} must be an integer in [1, diffusion.T={T}]")
+    alpha_bar = alpha_bar.detach().to("cpu", torch.float64)
+    lam = 0.5 * (alpha_bar.log() - (-alpha_bar).log1p())
+    grid = torch.linspace(max(float(lam[-1]), lambda_min), float(lam[0]), steps)
+    nearest = (lam[None, :] - grid[:, None]).abs().argmin(dim=1).tolist()
+    chosen = [T - 1]  # the grid's first point: x_T is pure noise, whatever lambda_{T-1} is
+    for t in nearest[1:]:
+        if t < chosen[-1]:
+            chosen.append(t)
+    return chosen
 
 
 def ddim_step(
@@ -248,7 +280,9 @@ class _StridedSampler:
         return len(self.timesteps(diffusion))
 
     def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
-        """The visited timesteps in decreasing order (see ``ddim_timesteps``)."""
+        """The visited timesteps in decreasing order (``ddim_timesteps``, ``logsnr_timesteps``)."""
+        if self.spacing == "logsnr":
+            return logsnr_timesteps(diffusion.alpha_bar, self.steps)
         return ddim_timesteps(diffusion.T, self.steps, self.spacing)
 
 
@@ -319,16 +353,20 @@ class DPMSolverSampler(_StridedSampler):
         D_i     = (1 + 1 / (2 r_i)) x0_{i-1} - 1 / (2 r_i) x0_{i-2},   r_i = h_{i-1} / h_i
 
     (first order, i.e. DDIM, on the first step and on the last one, which lands on the image
-    with sigma = 0, as diffusers' ``final_sigmas_type="zero"``). Visits the same timesteps as
-    DDIM (``spacing``); ``steps`` is the number of network evaluations.
+    with sigma = 0, as diffusers' ``final_sigmas_type="zero"``). ``steps`` is the number of
+    network evaluations.
 
     Args:
         steps: network evaluations (config key ``sampler.steps``), 1 <= steps <= T.
         clip_x0: clip each x0 prediction to [-1, 1] (the solver's "thresholding", simplest form).
-        spacing: ``"trailing"`` or ``"leading"``, as ``DDIMSampler``.
+        spacing: ``"logsnr"`` (default: even steps in log-SNR, see ``logsnr_timesteps``), or
+            DDIM's ``"trailing"`` / ``"leading"``. On 28x28 cat faces (cosine schedule, v, 0.4M
+            UNet, 384k images, 1,000 samples) logsnr at 20 evaluations gave KID 0.001 against
+            trailing's 0.022, and 0.017 against 0.051 after 48k images
+            (experiments/vs_diffusers/REPORT.md).
     """
 
-    def __init__(self, steps: int = 20, clip_x0: bool = True, spacing: str = "trailing") -> None:
+    def __init__(self, steps: int = 20, clip_x0: bool = True, spacing: str = "logsnr") -> None:
         self._check(steps, spacing, example=20)
         self.clip_x0 = clip_x0
 

@@ -228,6 +228,13 @@ def load_snapshot(path: str | Path) -> torch.nn.Module:
 
 
 @torch.inference_mode()
+def ddim_spacing() -> str:
+    """How the recipe's DDIM spaces its steps (diffusers' default for from_config: leading)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(build_scheduler().config).config.timestep_spacing
+
+
 def sample(
     model: torch.nn.Module,
     n: int,

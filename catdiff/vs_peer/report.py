@@ -240,7 +240,7 @@ def _row(line: dict[str, Any]) -> list[str]:
         f"{line['images_seen']:,}" if line["recipe"] != REAL else "-",
         _minutes(line["wall_s"]) if "wall_s" in line else "-",
         _minutes(line["idle_s"]) if "idle_s" in line else "-",
-        f"{line['sampler']} {line['nfe']}" if "sampler" in line else "-",
+        _sampler(line),
         f"{line['n']:,}",
         f"{line['kid']['mean']:.4g} ± {line['kid']['std']:.2g}",
         f"{line['fid']:.2f}",
@@ -248,6 +248,13 @@ def _row(line: dict[str, Any]) -> list[str]:
         f"{c['median_nn_samples']:.2f}",
         f"{line['sample_s'] / line['n'] * 1000:.0f} ms" if "sample_s" in line else "-",
     ]
+
+
+def _sampler(line: dict[str, Any]) -> str:
+    if "sampler" not in line:
+        return "-"
+    spacing = f", {line['spacing']} steps" if line.get("spacing") else ""
+    return f"{line['sampler']} {line['nfe']}{spacing}"
 
 
 HEADER = [
@@ -291,7 +298,8 @@ def markdown(
         out.append(
             f"- **Time to the peer's final KID**: catdiff's first snapshot at or below it is at "
             f"{r['images_seen']:,} images, {_minutes(r['wall_s'])} of training as run; the peer "
-            f"took {_minutes(p['wall_s'])}: ratio **{head['time_ratio']:.2f}**."
+            f"took {_minutes(p['wall_s'])}: ratio **{head['time_ratio']:.2f}** (target: within "
+            "15 minutes). Snapshots are 48k images apart: catdiff got there at or before this."
         )
         if head.get("idle_time_ratio") is not None:
             out.append(

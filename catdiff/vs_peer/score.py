@@ -32,6 +32,8 @@ from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import one_line_errors, parse
 
 PEER, OURS = "diffusers", "catdiff"
+# The peer's final network sampled with catdiff's sampler: how much of the gap is the sampler.
+PEER_OUR_SAMPLER = "diffusers net, catdiff sampler"
 OPTIONS: dict[str, Any] = {
     "peer": None,
     "ours": None,
@@ -42,9 +44,11 @@ OPTIONS: dict[str, Any] = {
     "seed": 0,
     "sampler": "dpm_solver",
     "steps": 20,
+    "spacing": None,  # None: the sampler's default (dpm_solver: logsnr)
     "extractor_steps": 0,
     "data": "catfaces",
     "data_root": None,
+    "peer_with_our_sampler": True,  # also sample the peer's final snapshot with `sampler`
 }
 
 
@@ -80,17 +84,35 @@ def sample_peer(path: Path, n: int, seed: int) -> tuple[torch.Tensor, int]:
 
 
 def sample_ours(
-    path: Path, n: int, seed: int, sampler: str, steps: int
-) -> tuple[torch.Tensor, int]:
+    path: Path, n: int, seed: int, sampler: str, steps: int, spacing: str | None = None
+) -> tuple[torch.Tensor, int, Any]:
     from catdiff.sample import generate, load_checkpoint, load_model, make_sampler
 
     ckpt = load_checkpoint(path)
     model, diffusion, shape = load_model(ckpt, "ema")
-    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True}
+    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True, "spacing": spacing}
     chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
     # fp32, like catdiff.evaluate: the comparison is about the recipes, not sampling precision
     images, _, _ = generate(chosen, model, diffusion, n, shape, seed, 500, torch.device("cpu"))
-    return images, chosen.nfe(diffusion)
+    return images, chosen.nfe(diffusion), chosen
+
+
+def sample_peer_with_ours(
+    path: Path, n: int, seed: int, sampler: str, steps: int, spacing: str | None = None
+) -> tuple[torch.Tensor, int, Any]:
+    """The peer's network (eps, linear betas) through catdiff's sampler, fp32."""
+    from catdiff.benchmarks.peer import forward_fn
+    from catdiff.diffusion import GaussianDiffusion, make_betas
+    from catdiff.sample import generate, make_sampler
+
+    net = forward_fn(peer.load_snapshot(path))
+    diffusion = GaussianDiffusion(make_betas("linear", peer.RECIPE["T"]), objective="eps")
+    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True, "spacing": spacing}
+    chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
+    size = peer.UNET_CONFIG["sample_size"]
+    shape = (1, size, size)
+    images, _, _ = generate(chosen, net, diffusion, n, shape, seed, 500, torch.device("cpu"))
+    return images, chosen.nfe(diffusion), chosen
 
 
 class Scorer:
@@ -156,11 +178,14 @@ def score_runs(
     sampler: str = "dpm_solver",
     steps: int = 20,
     final_step: int | None = None,
+    spacing: str | None = None,
+    peer_with_our_sampler: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every snapshot of every run not yet in ``out/scores.jsonl``; returns all lines.
 
     ``final_n`` samples for a snapshot at ``final_step`` (the end of training; default: each
-    run's last snapshot), ``n`` for the others.
+    run's last snapshot), ``n`` for the others. ``peer_with_our_sampler``: the peer's final
+    snapshot is also sampled with catdiff's sampler (recipe ``PEER_OUR_SAMPLER``).
     """
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
@@ -169,42 +194,50 @@ def score_runs(
     seen = {(d["recipe"], d["step"], d["n"]) for d in done}
     if "held-out real faces" not in {d["recipe"] for d in done}:
         _append(lines_path, scorer.held_out_reference() | {"step": 0, "n": len(scorer.test)})
+    jobs = []
     for recipe, run in runs.items():
         snaps = snapshots_of(run)
         for i, snap in enumerate(snaps):
             last = snap["step"] == final_step if final_step else i == len(snaps) - 1
-            count = final_n if last else n
-            if (recipe, snap["step"], count) in seen:
-                continue
-            start = time.perf_counter()
-            if recipe == PEER:
-                samples, nfe = sample_peer(snap["path"], count, seed)
-                sampler_name = "ddim"
-            else:
-                samples, nfe = sample_ours(snap["path"], count, seed, sampler, steps)
-                sampler_name = sampler
-            seconds = time.perf_counter() - start
-            torch.save(samples, out / "samples" / f"{recipe}_step{snap['step']:07d}_n{count}.pt")
-            line = {
-                "recipe": recipe,
-                "run": str(run),
-                "step": snap["step"],
-                "images_seen": snap["images_seen"],
-                "wall_s": snap["wall_s"],
-                "sampler": sampler_name,
-                "nfe": nfe,
-                "n": count,
-                "seed": seed,
-                "sample_s": round(seconds, 1),
-                **scorer(samples),
-                "extractor": scorer.info(),
-            }
-            _append(lines_path, line)
-            print(
-                f"{recipe} step {snap['step']} ({snap['images_seen']:,} images, n={count}): "
-                f"KID {line['kid']['mean']:.3f} +- {line['kid']['std']:.3f}, FID {line['fid']:.2f}",
-                file=sys.stderr,
-            )
+            jobs.append((recipe, run, snap, final_n if last else n))
+            if recipe == PEER and last and peer_with_our_sampler:
+                jobs.append((PEER_OUR_SAMPLER, run, snap, final_n))
+    for recipe, run, snap, count in jobs:
+        if (recipe, snap["step"], count) in seen:
+            continue
+        start = time.perf_counter()
+        if recipe == PEER:
+            samples, nfe = sample_peer(snap["path"], count, seed)
+            sampler_name, how = "ddim", "diffusers DDIMScheduler.from_config, eta 0"
+            how_spaced = peer.ddim_spacing()
+        else:
+            take = sample_peer_with_ours if recipe == PEER_OUR_SAMPLER else sample_ours
+            samples, nfe, chosen = take(snap["path"], count, seed, sampler, steps, spacing)
+            sampler_name, how, how_spaced = sampler, repr(chosen), chosen.spacing
+        seconds = time.perf_counter() - start
+        torch.save(samples, out / "samples" / f"{recipe}_step{snap['step']:07d}_n{count}.pt")
+        line = {
+            "recipe": recipe,
+            "run": str(run),
+            "step": snap["step"],
+            "images_seen": snap["images_seen"],
+            "wall_s": snap["wall_s"],
+            "sampler": sampler_name,
+            "sampler_config": how,
+            "spacing": how_spaced,
+            "nfe": nfe,
+            "n": count,
+            "seed": seed,
+            "sample_s": round(seconds, 1),
+            **scorer(samples),
+            "extractor": scorer.info(),
+        }
+        _append(lines_path, line)
+        print(
+            f"{recipe} step {snap['step']} ({snap['images_seen']:,} images, n={count}): "
+            f"KID {line['kid']['mean']:.3f} +- {line['kid']['std']:.3f}, FID {line['fid']:.2f}",
+            file=sys.stderr,
+        )
     return read_scores(lines_path)
 
 
@@ -233,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         sampler=opts["sampler"],
         steps=opts["steps"],
         final_step=opts["final_step"] or None,
+        spacing=opts["spacing"],
+        peer_with_our_sampler=opts["peer_with_our_sampler"],
     )
 
 

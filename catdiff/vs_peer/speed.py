@@ -64,7 +64,11 @@ def measure(steps: int = 100, threads: int = 2, data: str = "catfaces") -> dict[
         rates = {}
         for name, cmd in commands.items():
             print(f"timing {name}: {steps} steps on {threads} thread(s)", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", *cmd], env=env, check=True, capture_output=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", *cmd], env=env, capture_output=True, text=True
+            )
+            if proc.returncode:
+                raise RuntimeError(f"{name} training failed:\n{proc.stderr[-2000:]}")
             rates[name] = images_per_second(peer_dir if name == "diffusers" else ours_dir)
     return {"threads": threads, "steps": steps, "img_per_s": rates}
 
