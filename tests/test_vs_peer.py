@@ -14,7 +14,14 @@ from catdiff.sample import load_checkpoint, load_model
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.data import training_images
 from catdiff.vs_peer.report import at_equal_images, headline, write_report
-from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs, snapshots_of
+from catdiff.vs_peer.score import (
+    OURS,
+    PEER,
+    PEER_OUR_SAMPLER,
+    Scorer,
+    score_runs,
+    snapshots_of,
+)
 from tests.test_cli import FAST, run
 
 
@@ -82,8 +89,12 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     data = training_images(data="synthetic")
     scorer = Scorer(data["train"], data["test"], None, extractor_steps=10, kid_subsets=5)
     out = tmp_path / "scores"
-    scores = score_runs(runs, out, scorer, n=8, final_n=12, steps=4)
+    scores = score_runs(runs, out, scorer, n=8, final_n=12, steps=4, peer_with_our_sampler=True)
     recipes = [(s["recipe"], s["step"], s["n"]) for s in scores]
+    # the peer's final network also went through catdiff's sampler, and only the final one
+    assert [r for r in recipes if r[0] == PEER_OUR_SAMPLER] == [(PEER_OUR_SAMPLER, 4, 12)]
+    crossed = next(s for s in scores if s["recipe"] == PEER_OUR_SAMPLER)
+    assert crossed["nfe"] == 4 and crossed["spacing"] == "logsnr"
     assert recipes[0][0] == "held-out real faces"
     assert (PEER, 4, 12) in recipes and (OURS, 10, 8) in recipes and (OURS, 20, 12) in recipes
     final = next(s for s in scores if s["recipe"] == OURS and s["step"] == 20)

@@ -22,7 +22,7 @@ from catdiff.metrics.copying import nearest_distances
 from catdiff.report.figures import _plt, _save
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import one_line_errors, parse
-from catdiff.vs_peer.score import OURS, PEER, read_scores
+from catdiff.vs_peer.score import OURS, PEER, PEER_OUR_SAMPLER, read_scores
 
 REAL = "held-out real faces"
 XLABELS = {
@@ -30,7 +30,9 @@ XLABELS = {
     "wall_s": "training wall time as run (min; 1 thread each, machine shared)",
     "idle_s": "training time at idle-machine speed (min; 2 threads, one run at a time)",
 }
-COLORS = {PEER: "tab:orange", OURS: "tab:blue"}
+COLORS = {PEER: "tab:orange", OURS: "tab:blue", PEER_OUR_SAMPLER: "tab:red"}
+# Recipes scored from another recipe's training run train at that run's speed.
+TRAINED_AS = {PEER_OUR_SAMPLER: PEER}
 BUDGET = peer.RECIPE["steps"] * peer.RECIPE["batch_size"]  # 384,000 images seen
 
 
@@ -56,7 +58,7 @@ def add_idle_time(runs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] |
     if not speed:
         return
     for recipe, lines in runs.items():
-        rate = speed["img_per_s"].get(recipe)
+        rate = speed["img_per_s"].get(TRAINED_AS.get(recipe, recipe))
         for line in lines:
             if rate:
                 line["idle_s"] = line["images_seen"] / rate
@@ -122,6 +124,9 @@ def kid_curves(
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     scale = 1 / 1000 if x == "images_seen" else 1 / 60
     for recipe, lines in runs.items():
+        lines = [line for line in lines if x in line]  # idle_s: only recipes timed idle
+        if not lines:
+            continue
         xs = np.array([line[x] for line in lines]) * scale
         ys = np.array([line["kid"]["mean"] for line in lines])
         es = np.array([line["kid"]["std"] for line in lines])
