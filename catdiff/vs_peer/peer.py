@@ -253,8 +253,10 @@ def sample(
     chunks = []
     for start in range(0, n, batch_size):
         x = torch.randn((min(batch_size, n - start), 1, size, size), generator=generator)
-        for t in ddim.timesteps:
-            x = ddim.step(model(x, t).sample, t, x, eta=0.0).prev_sample
+        # inference_mode: without it autograd keeps every step's activations (OOM at n=500)
+        with torch.inference_mode():
+            for t in ddim.timesteps:
+                x = ddim.step(model(x, t).sample, t, x, eta=0.0).prev_sample
         chunks.append(x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8))
     return torch.cat(chunks)
 
