@@ -47,9 +47,12 @@ def machine() -> str:
     return f"{cpu_model()} ({cpus} cores){gpu}, torch {torch.__version__}"
 
 
-def tag(cfg: DictConfig, nfe: int) -> str:
+def tag(cfg: DictConfig, nfe: int, spacing: str | None = None) -> str:
+    """``<sampler><nfe>[-<spacing>]_n<n>[_<extractor>]``; trailing spacing (the samplers'
+    only one before logsnr) is left out, so older results keep their folder names."""
     suffix = "" if cfg.metrics.extractor == "catdiff" else f"_{cfg.metrics.extractor}"
-    return f"{cfg.sampler}{nfe}_n{cfg.n}{suffix}"
+    spaced = f"-{spacing}" if spacing not in (None, "trailing") else ""
+    return f"{cfg.sampler}{nfe}{spaced}_n{cfg.n}{suffix}"
 
 
 def load_run_images(data_cfg: dict[str, Any], data_root: str | None) -> dict[str, torch.Tensor]:
@@ -152,7 +155,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model, diffusion = model.to(device), diffusion.to(device)
     nfe = sampler.nfe(diffusion)
     run_dir = Path(cfg.ckpt).resolve().parents[1]
-    out = Path(cfg.out) if cfg.out else run_dir / "eval" / tag(cfg, nfe)
+    spacing = getattr(sampler, "spacing", None)
+    out = Path(cfg.out) if cfg.out else run_dir / "eval" / tag(cfg, nfe, spacing)
     cache_dir = Path(
         cfg.metrics.extractor_cache or Path(data_cfg.get("data_dir") or "data") / "extractors"
     )

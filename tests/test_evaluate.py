@@ -149,3 +149,15 @@ def test_periodic_evaluation_logs_fid_during_training(tmp_path: Path) -> None:
         if r.split(",")[columns.index("eval/fid_gray")]
     ]
     assert len(fid_at) == 2, fid_at  # steps 10 and 20
+
+
+def test_eval_folder_names_the_spacing_unless_trailing() -> None:
+    from omegaconf import OmegaConf
+
+    from catdiff.evaluate import CONF, tag
+
+    cfg = OmegaConf.load(CONF)
+    cfg.sampler, cfg.n = "dpm_solver", 1000
+    assert tag(cfg, 20, "logsnr") == "dpm_solver20-logsnr_n1000"
+    cfg.sampler = "ddim"
+    assert tag(cfg, 50, "trailing") == "ddim50_n1000"  # the name results had before logsnr

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Which of experiment=recommended's levers matter: each arm changes one thing, trains 750 steps
 # (48k images, the first point of the report's curves; each arm's own warm-up + cosine over
-# those 750 steps), seed 0, one thread, then 1,000 DPM-Solver++ 20-step samples scored on the
+# those 750 steps), seed 0, one thread, then 1,000 DPM-Solver++ 20-step samples (log-SNR spacing) scored on the
 # catdiff extractor. Writes experiments/vs_diffusers/ablation/REPORT.md (catdiff.report).
 #   bash experiments/vs_diffusers/ablation.sh [RUNS_DIR]     (~1 h on 2 cores)
 set -euo pipefail
@@ -26,8 +26,8 @@ for arm in "${ORDER[@]}"; do
     # shellcheck disable=SC2086
     $PY -m catdiff.train "${COMMON[@]}" ${ARMS[$arm]} "hydra.run.dir=$dir" name=ablation
   fi
-  if [ ! -f "$dir/eval/dpm_solver20_n1000/metrics.json" ]; then
+  if [ ! -f "$dir/eval/dpm_solver20-logsnr_n1000/metrics.json" ]; then
     $PY -m catdiff.evaluate "ckpt=$dir/checkpoints/last.ckpt" n=1000 sampler=dpm_solver steps=20 nll.mode=none
   fi
 done
-$PY -m catdiff.report "${ORDER[@]/#/$RUNS/}" name=vs_diffusers_ablation out=experiments/vs_diffusers/ablation eval=dpm_solver20_n1000
+$PY -m catdiff.report "${ORDER[@]/#/$RUNS/}" name=vs_diffusers_ablation out=experiments/vs_diffusers/ablation eval=dpm_solver20-logsnr_n1000
