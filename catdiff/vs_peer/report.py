@@ -312,6 +312,19 @@ def markdown(
                 f"{_minutes(r['idle_s'])} vs {_minutes(p['idle_s'])}, ratio "
                 f"**{head['idle_time_ratio']:.2f}**."
             )
+    if head["kid_ratio"] is not None:
+        ours, theirs = head["ours_final"], head["peer_final"]
+        out.append(
+            f"- FID at the same point: catdiff {ours['fid']:.3g} vs diffusers {theirs['fid']:.3g}, "
+            f"ratio {ours['fid'] / theirs['fid']:.2f}."
+        )
+        if real is not None:
+            out.append(
+                f"- For scale: the held-out real faces score KID {real['kid']['mean']:.2g} ± "
+                f"{real['kid']['std']:.2g} and FID {real['fid']:.2g}. A KID within that spread "
+                "is as close to the training faces as real faces are: the metric cannot resolve "
+                "a ratio between two such values."
+            )
     for why in head["why"]:
         out.append(f"- Not measured yet: {why}.")
     equal = at_equal_images(runs)
