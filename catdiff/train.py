@@ -144,6 +144,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     import lightning as L
     import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
     from catdiff.lightning.callbacks import LastCheckpoint
     from catdiff.lightning.loggers import CSVLogger
@@ -170,7 +171,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = _build_loggers(cfg)
     callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items() if c is not None]
     if not loggers:  # logger=none: LearningRateMonitor refuses to run without a logger
-        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     resume_step = None

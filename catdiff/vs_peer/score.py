@@ -85,36 +85,46 @@ def sample_peer(path: Path, n: int, seed: int) -> tuple[torch.Tensor, int]:
     return peer.sample(model, n, seed=seed), peer.RECIPE["sample_steps"]
 
 
+def _sample_with_ours(
+    net: Any,
+    diffusion: Any,
+    shape: tuple[int, ...],
+    n: int,
+    seed: int,
+    sampler: str,
+    steps: int,
+    spacing: str | None,
+) -> tuple[torch.Tensor, int, Any]:
+    """n uint8 samples of ``net`` with catdiff's ``sampler``, fp32 on the CPU, like
+    catdiff.evaluate: the comparison is about the recipes, not sampling precision."""
+    from catdiff.sample import generate, make_sampler
+
+    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True, "spacing": spacing}
+    chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
+    images, _, _ = generate(chosen, net, diffusion, n, shape, seed, 500, torch.device("cpu"))
+    return images, chosen.nfe(diffusion), chosen
+
+
 def sample_ours(
     path: Path, n: int, seed: int, sampler: str, steps: int, spacing: str | None = None
 ) -> tuple[torch.Tensor, int, Any]:
-    from catdiff.sample import generate, load_checkpoint, load_model, make_sampler
+    from catdiff.sample import load_checkpoint, load_model
 
-    ckpt = load_checkpoint(path)
-    model, diffusion, shape = load_model(ckpt, "ema")
-    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True, "spacing": spacing}
-    chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
-    # fp32, like catdiff.evaluate: the comparison is about the recipes, not sampling precision
-    images, _, _ = generate(chosen, model, diffusion, n, shape, seed, 500, torch.device("cpu"))
-    return images, chosen.nfe(diffusion), chosen
+    model, diffusion, shape = load_model(load_checkpoint(path), "ema")
+    return _sample_with_ours(model, diffusion, shape, n, seed, sampler, steps, spacing)
 
 
 def sample_peer_with_ours(
     path: Path, n: int, seed: int, sampler: str, steps: int, spacing: str | None = None
 ) -> tuple[torch.Tensor, int, Any]:
-    """The peer's network (eps, linear betas) through catdiff's sampler, fp32."""
+    """The peer's network (eps, linear betas) through catdiff's sampler."""
     from catdiff.benchmarks.peer import forward_fn
     from catdiff.diffusion import GaussianDiffusion, make_betas
-    from catdiff.sample import generate, make_sampler
 
     net = forward_fn(peer.load_snapshot(path))
     diffusion = GaussianDiffusion(make_betas("linear", peer.RECIPE["T"]), objective="eps")
-    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True, "spacing": spacing}
-    chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
     size = peer.UNET_CONFIG["sample_size"]
-    shape = (1, size, size)
-    images, _, _ = generate(chosen, net, diffusion, n, shape, seed, 500, torch.device("cpu"))
-    return images, chosen.nfe(diffusion), chosen
+    return _sample_with_ours(net, diffusion, (1, size, size), n, seed, sampler, steps, spacing)
 
 
 class Scorer:
