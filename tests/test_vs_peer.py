@@ -9,16 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from catdiff.errors import UserError
 from catdiff.metrics.copying import copying, nearest_distances
 from catdiff.sample import load_checkpoint, load_model
 from catdiff.vs_peer import peer
+from catdiff.vs_peer.cli import parse
 from catdiff.vs_peer.data import training_images
-from catdiff.vs_peer.report import at_equal_images, headline, write_report
+from catdiff.vs_peer.report import at_equal_images, curves, headline, write_report
 from catdiff.vs_peer.score import (
     OURS,
     PEER,
     PEER_OUR_SAMPLER,
     Scorer,
+    samples_path,
     score_runs,
     snapshots_of,
 )
@@ -89,8 +92,17 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     data = training_images(data="synthetic")
     scorer = Scorer(data["train"], data["test"], None, extractor_steps=10, kid_subsets=5)
     out = tmp_path / "scores"
-    scores = score_runs(runs, out, scorer, n=8, final_n=12, steps=4, peer_with_our_sampler=True)
+    scores = score_runs(
+        runs, out, scorer, n=8, final_n=12, steps=4, peer_with_our_sampler=True, final_seeds=(0, 1)
+    )
     recipes = [(s["recipe"], s["step"], s["n"]) for s in scores]
+    # the finals are sampled once per final seed, the other snapshots once
+    assert sorted(s["seed"] for s in scores if s["recipe"] == OURS) == [0, 0, 1]
+    assert sorted(s["seed"] for s in scores if s["recipe"] == PEER) == [0, 0, 1]
+    assert not torch.equal(
+        torch.load(samples_path(out / "samples", OURS, 20, 12, 0)),
+        torch.load(samples_path(out / "samples", OURS, 20, 12, 1)),
+    )
     # the peer's final network also went through catdiff's sampler, and only the final one
     assert [r for r in recipes if r[0] == PEER_OUR_SAMPLER] == [(PEER_OUR_SAMPLER, 4, 12)]
     crossed = next(s for s in scores if s["recipe"] == PEER_OUR_SAMPLER)
@@ -106,7 +118,8 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
         final["kid"]["mean"] == final["kid"]["mean"] and 0 <= final["copying"]["rate_samples"] <= 1
     )
     # a second call scores nothing new
-    assert len(score_runs(runs, out, scorer, n=8, final_n=12, steps=4)) == len(scores)
+    again = score_runs(runs, out, scorer, n=8, final_n=12, steps=4, final_seeds=(0, 1))
+    assert len(again) == len(scores)
     (out / "speed.json").write_text(
         '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'
     )
@@ -116,6 +129,7 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     text = report.read_text()
     assert "setup text" in text and "catdiff's last scored snapshot is at 320 images" in text
     assert "| 0.0 min |" in text and "| 0.1 min |" in text  # 256/64 s and 320/160 s idle
+    assert "| 12 × 2 seeds |" in text
     for figure in ("kid_vs_images", "kid_vs_wall", "kid_vs_idle_time", "samples", "nearest"):
         assert (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
 
@@ -149,6 +163,33 @@ def test_headline_ratios() -> None:
     assert "384,000 images; the peer's last scored snapshot is at 128,000" in early["why"][0]
 
 
+def test_a_final_scored_at_several_seeds_counts_as_their_mean() -> None:
+    lines = [_line(PEER, 2000, 3.0, 1200) | {"seed": 0, "fid": 0.3, "copying": _copy(0.02)}]
+    for seed, kid, fid in ((0, 1.0, 0.1), (1, 2.0, 0.2), (2, 3.0, 0.3)):
+        lines.append(
+            _line(OURS, 2000, kid, 400) | {"seed": seed, "fid": fid, "copying": _copy(0.01)}
+        )
+    lines.append(_line(OURS, 1000, 9.0, 200) | {"seed": 0, "n": 50})  # fewer samples: kept apart
+    runs = curves(lines)
+    final = runs[OURS][-1]
+    assert final["seeds"] == [0, 1, 2] and final["kid"]["per_seed"] == [1.0, 2.0, 3.0]
+    assert final["kid"]["mean"] == pytest.approx(2.0) and final["kid"]["std"] == pytest.approx(1.0)
+    assert final["fid"] == pytest.approx(0.2) and final["copying"]["rate_samples"] == 0.01
+    assert [line["kid"]["mean"] for line in runs[OURS]] == [9.0, pytest.approx(2.0)]
+    assert "seeds" not in runs[PEER][-1]  # one seed: the line as scored
+    assert headline(runs, budget=128000)["kid_ratio"] == pytest.approx(2.0 / 3.0)
+
+
+def _copy(rate: float) -> dict:
+    return {"rate_samples": rate, "rate_se": 0.01, "median_nn_samples": 1.0}
+
+
+def test_seed_lists_are_parsed_and_bad_ones_name_the_key() -> None:
+    assert parse(["final_seeds=0,1,2"], {"final_seeds": ()}, "x")["final_seeds"] == (0, 1, 2)
+    with pytest.raises(UserError, match="final_seeds=0,a must be comma-separated integers"):
+        parse(["final_seeds=0,a"], {"final_seeds": ()}, "x")
+
+
 def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: Path) -> None:
     args = [
         "catdiff.vs_peer",
@@ -157,6 +198,7 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
         "snapshot_every=2",
         "n=6",
         "final_n=8",
+        "final_seeds=0,1",
         "sampler_steps=3",
         "extractor_steps=10",
         f"runs={tmp_path / 'runs'}",
@@ -166,14 +208,16 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert "## Headline" in text and "KID at the peer's budget" in text  # 256 images each
     scores = (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines()
-    assert len(scores) == 1 + 2 + 2  # held-out faces + 2 snapshots per run
+    # held-out faces + 2 snapshots per run + the final one again at the second seed
+    assert len(scores) == 1 + 2 + 2 + 2
+    assert "| 8 × 2 seeds |" in text
     run(args)  # finished runs are not retrained, scored snapshots not rescored
     assert (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines() == scores
     bad = run(["catdiff.vs_peer", "stepz=4"], check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "error: 'stepz=4' is not an option of python -m catdiff.vs_peer; options: "
-        "out= runs= steps= snapshot_every= n= final_n= sampler= sampler_steps= train= "
+        "out= runs= steps= snapshot_every= n= final_n= final_seeds= sampler= sampler_steps= train= "
         "extractor_steps= data= data_root="
     ]
     bad = run(["catdiff.vs_peer.peer", "steps=many"], check=False)

@@ -16,7 +16,8 @@ def parse(
     command: str,
     required: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Options over ``defaults``, each value typed like its default (None: a string).
+    """Options over ``defaults``, each value typed like its default (None: a string; a tuple:
+    comma-separated integers).
 
     A missing required key, an unknown key or a value of the wrong type is a UserError that
     names the key and the command.
@@ -37,6 +38,11 @@ def parse(
 
 
 def _typed(key: str, value: str, default: Any) -> Any:
+    if isinstance(default, tuple):  # comma-separated integers, e.g. final_seeds=0,1,2
+        try:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise UserError(f"{key}={value} must be comma-separated integers") from None
     if isinstance(default, bool):
         if value.lower() not in ("true", "false"):
             raise UserError(f"{key}={value} must be true or false")

@@ -22,7 +22,7 @@ from catdiff.metrics.copying import nearest_distances
 from catdiff.report.figures import _plt, _save
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import one_line_errors, parse
-from catdiff.vs_peer.score import OURS, PEER, PEER_OUR_SAMPLER, read_scores
+from catdiff.vs_peer.score import OURS, PEER, PEER_OUR_SAMPLER, read_scores, samples_path
 
 REAL = "held-out real faces"
 XLABELS = {
@@ -31,22 +31,60 @@ XLABELS = {
     "idle_s": "training time at idle-machine speed (min; 2 threads, one run at a time)",
 }
 COLORS = {PEER: "tab:orange", OURS: "tab:blue", PEER_OUR_SAMPLER: "tab:red"}
+OTHER_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:gray")  # other catdiff variants
 # Recipes scored from another recipe's training run train at that run's speed.
 TRAINED_AS = {PEER_OUR_SAMPLER: PEER}
 BUDGET = peer.RECIPE["steps"] * peer.RECIPE["batch_size"]  # 384,000 images seen
 
 
 def curves(scores: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each recipe's scores by step; where a step was scored at several n, the largest n."""
-    out: dict[str, dict[int, dict[str, Any]]] = {}
+    """Each recipe's scores by step; where a step was scored at several n, the largest n, and
+    where at several sampling seeds, their average (:func:`over_seeds`)."""
+    out: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for line in scores:
         if line["recipe"] == REAL:
             continue
         by_step = out.setdefault(line["recipe"], {})
-        old = by_step.get(line["step"])
-        if old is None or line["n"] > old["n"]:
-            by_step[line["step"]] = line
-    return {recipe: [steps[s] for s in sorted(steps)] for recipe, steps in out.items()}
+        kept = by_step.setdefault(line["step"], [])
+        if kept and line["n"] > kept[0]["n"]:
+            kept.clear()
+        if not kept or line["n"] == kept[0]["n"]:
+            kept.append(line)
+    return {recipe: [over_seeds(steps[s]) for s in sorted(steps)] for recipe, steps in out.items()}
+
+
+def over_seeds(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line for a snapshot scored at several sampling seeds: KID and FID averaged over the
+    seeds, the KID std is then the std across seeds (which, near the real-face floor, is larger
+    than the std over subsets of one sample set) and ``seeds`` lists them; one seed: unchanged."""
+    by_seed = {line.get("seed", 0): line for line in lines}  # a rescored seed: the last line
+    if len(by_seed) == 1:
+        return lines[-1]
+    seeds = sorted(by_seed)
+    kids = np.array([by_seed[s]["kid"]["mean"] for s in seeds])
+    fids = np.array([by_seed[s]["fid"] for s in seeds])
+    copy = [by_seed[s]["copying"] for s in seeds]
+    first = by_seed[seeds[0]]
+    merged = {
+        **first,
+        "seeds": seeds,
+        "kid": {
+            "mean": float(kids.mean()),
+            "std": float(kids.std(ddof=1)),
+            "per_seed": kids.tolist(),
+        },
+        "fid": float(fids.mean()),
+        "fid_per_seed": fids.tolist(),
+        "copying": {
+            **copy[0],
+            "rate_samples": float(np.mean([c["rate_samples"] for c in copy])),
+            "rate_se": float(np.sqrt(np.sum([c["rate_se"] ** 2 for c in copy])) / len(copy)),
+            "median_nn_samples": float(np.mean([c["median_nn_samples"] for c in copy])),
+        },
+    }
+    if all("sample_s" in by_seed[s] for s in seeds):
+        merged["sample_s"] = float(np.mean([by_seed[s]["sample_s"] for s in seeds]))
+    return merged
 
 
 def real_reference(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -123,7 +161,9 @@ def kid_curves(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     scale = 1 / 1000 if x == "images_seen" else 1 / 60
+    others = iter(OTHER_COLORS * len(runs))
     for recipe, lines in runs.items():
+        color = COLORS.get(recipe) or next(others)
         lines = [line for line in lines if x in line]  # idle_s: only recipes timed idle
         if not lines:
             continue
@@ -138,7 +178,7 @@ def kid_curves(
             ms=3,
             capsize=2,
             label=recipe,
-            color=COLORS.get(recipe, "tab:green"),
+            color=color,
         )
     if real is not None:
         ax.axhline(real["kid"]["mean"], color="gray", ls=":", label=f"{REAL} (floor)")
@@ -165,7 +205,7 @@ def kid_curves(
 
 
 def _load_samples(samples_dir: Path, line: dict[str, Any]) -> torch.Tensor | None:
-    path = samples_dir / f"{line['recipe']}_step{line['step']:07d}_n{line['n']}.pt"
+    path = samples_path(samples_dir, line["recipe"], line["step"], line["n"], line.get("seed", 0))
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
@@ -246,13 +286,35 @@ def _row(line: dict[str, Any]) -> list[str]:
         _minutes(line["wall_s"]) if "wall_s" in line else "-",
         _minutes(line["idle_s"]) if "idle_s" in line else "-",
         _sampler(line),
-        f"{line['n']:,}",
+        f"{line['n']:,}" + (f" × {len(line['seeds'])} seeds" if "seeds" in line else ""),
         f"{line['kid']['mean']:.4g} ± {line['kid']['std']:.2g}",
-        f"{line['fid']:.2f}",
+        _fid(line),
         f"{c['rate_samples']:.1%} (± {c['rate_se']:.1%})",
         f"{c['median_nn_samples']:.2f}",
         f"{line['sample_s'] / line['n'] * 1000:.0f} ms" if "sample_s" in line else "-",
     ]
+
+
+def _seeds_note(*lines: dict[str, Any]) -> str:
+    """The per-seed KIDs of the finals that were sampled at several seeds."""
+    parts = [
+        f"{line['recipe']} at seeds {', '.join(map(str, line['seeds']))}: "
+        + ", ".join(f"{k:.4f}" for k in line["kid"]["per_seed"])
+        for line in lines
+        if "seeds" in line
+    ]
+    if not parts:
+        return ""
+    return (
+        " KIDs are means over sampling seeds (" + "; ".join(parts) + "): near the floor one "
+        "seed's KID moves by more than its std over subsets."
+    )
+
+
+def _fid(line: dict[str, Any]) -> str:
+    if "fid_per_seed" in line:
+        return f"{line['fid']:.3f} (" + ", ".join(f"{f:.3f}" for f in line["fid_per_seed"]) + ")"
+    return f"{line['fid']:.2f}"
 
 
 def _sampler(line: dict[str, Any]) -> str:
@@ -296,7 +358,7 @@ def markdown(
             f"- **KID at the peer's budget** ({head['peer_final']['images_seen']:,} images seen): "
             f"catdiff {head['ours_final']['kid']['mean']:.4g} vs diffusers "
             f"{head['peer_final']['kid']['mean']:.4g}, ratio **{head['kid_ratio']:.2f}** "
-            "(target: at most 0.33)."
+            "(target: at most 0.33)." + _seeds_note(head["ours_final"], head["peer_final"])
         )
     if head["time_ratio"] is not None:
         r, p = head["ours_reaches_peer"], head["peer_final"]
@@ -348,6 +410,9 @@ def markdown(
         rows.append(_row(real))
     out += _table(HEADER, rows)
     out += [
+        "",
+        "Where n reads '× k seeds', the snapshot was sampled at k seeds: KID and FID are the "
+        "means, the ± is the std across the seeds, the per-seed FIDs are in brackets.",
         "",
         "Copying: the share of samples whose nearest training face (mirrors included) is closer "
         "than 95% of held-out real faces are to theirs; held-out faces score 5% by construction, "
