@@ -200,7 +200,9 @@ def kid_curves(
     return (
         "KID against the training split (mean over 100 subsets; error bars: their std) of each "
         "snapshot's EMA weights; log scale (the held-out faces' KID, about 0, is off the axis when "
-        "it is not positive)."
+        "it is not positive). A point sampled at several seeds (the finals) is the mean over "
+        "them, its error bar their std; the other points are one seed each, so part of the "
+        "jump to a final is the seed, not training."
     )
 
 
