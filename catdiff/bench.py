@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from catdiff.benchmarks import data_pipeline, flops, peer, sampling, train_speed
+from catdiff.benchmarks import data_pipeline, flops, peer, profile, sampling, train_speed
 from catdiff.benchmarks.report import Report, machine_info, to_markdown, write
 from catdiff.benchmarks.timing import (
     Figure,
@@ -72,18 +72,22 @@ class TrainCase:
     optimizer: str = "adamw"  # key of train_speed.OPTIMIZERS (catdiff only)
     channels_last: bool = False
     compile: bool = False  # module.compile=true: torch.compile the training forward/backward
+    # A second measurement of the same case, in another group (its own id, so that each ratio
+    # compares figures measured side by side): e.g. diffusers again beside a compiled catdiff.
+    again: str = ""
 
     @property
     def id(self) -> str:
         layout = "/channels-last" if self.channels_last else ""
         compiled = "/compile" if self.compile else ""
-        return f"train/{self.model}/{self.precision}/{self.optimizer}{layout}{compiled}"
+        again = f"@{self.again}" if self.again else ""
+        return f"train/{self.model}/{self.precision}/{self.optimizer}{layout}{compiled}{again}"
 
 
 @dataclass(frozen=True)
 class SampleCase:
     model: str  # key of Settings.models, or "diffusers"
-    kind: str  # ddpm | ddim
+    kind: str  # ddpm | ddim | dpm (DPM-Solver++(2M), logsnr steps: the recommended recipe's)
     steps: int  # network evaluations of the full chain (T = 1000 for DDPM)
     precision: str = "fp32"
 
@@ -108,11 +112,18 @@ class Settings:
     matmul_n: int = 2048
     conv: tuple[int, int, int] = (64, 128, 28)  # batch, channels, size
     lightning_steps: int = 20
-    # Precisions in which torch.compile'd training is also timed: each compile takes about 2 min
-    # on a 2-core CPU, so only bf16, the precision precision=auto picks where it can.
-    compile: tuple[str, ...] = ("bf16",)
+    # Precisions in which torch.compile'd training is also timed, each beside diffusers again:
+    # each compile takes about 2 min on a 2-core CPU. fp32 is where fusing the elementwise ops
+    # could matter (bf16 is conv-bound: see the profile section).
+    compile: tuple[str, ...] = ("fp32", "bf16")
+    # default: conf/model/unet.yaml (the seed's); recommended: conf/model/unet_small.yaml, the
+    # model of conf/experiment/recommended.yaml; large: 4x the default's parameters.
     models: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {"default": {}, "large": {"base_channels": 64}}
+        default_factory=lambda: {
+            "default": {},
+            "recommended": {"base_channels": 16},
+            "large": {"base_channels": 64},
+        }
     )
     peer: dict[str, Any] = field(default_factory=lambda: dict(peer.DIFFUSERS_UNET))
     lightning_model: dict[str, Any] = field(default_factory=lambda: dict(TINY_UNET))
@@ -157,7 +168,11 @@ TINY = Settings(
     lightning_steps=2,
     compile=(),
     caveat="tiny mode: toy models and kernels, 2 reps; checks the harness, the numbers mean nothing",
-    models={"default": dict(TINY_UNET), "large": {**TINY_UNET, "base_channels": 12}},
+    models={
+        "default": dict(TINY_UNET),
+        "recommended": {**TINY_UNET, "base_channels": 4},
+        "large": {**TINY_UNET, "base_channels": 12},
+    },
     peer={
         "sample_size": 28,
         "in_channels": 1,
@@ -185,12 +200,18 @@ TRAIN_VARIANTS = (
 )
 
 SAMPLE_VARIANTS = tuple(
-    SampleCase("default", kind, steps, p)
-    for kind, steps in (("ddpm", 1000), ("ddim", 20))
+    SampleCase(model, kind, steps, p)
+    for model, kind, steps in (
+        ("default", "ddpm", 1000),
+        ("default", "ddim", 20),
+        ("default", "dpm", 20),
+        ("recommended", "dpm", 20),
+    )
     for p in PRECISIONS
 )
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++(2M)"}
 # Sections --only can pick; model sizes and FLOPs are always counted (the others need them).
-SECTIONS = ("peak", "train", "sample", "data", "lightning")
+SECTIONS = ("peak", "train", "sample", "data", "lightning", "profile")
 
 
 def matched_catdiff(kwargs: dict[str, Any], target: int) -> tuple[dict[str, Any], str]:
@@ -386,7 +407,7 @@ class Bench:
     def _sample_figure(self, case: SampleCase, timing: Timing, timed: int, how: str) -> Figure:
         s = self.s
         label = (
-            f"{self._label(case.model)} {case.kind.upper()} {case.steps} steps, "
+            f"{self._label(case.model)} {SAMPLER_NAMES[case.kind]} {case.steps} steps, "
             f"{s.sample_n} images, {case.precision}"
         )
         if timed < case.steps:
@@ -489,6 +510,35 @@ class Bench:
             ),
         ]
 
+    def profile(self) -> list[Figure]:
+        """Where the time of the default model's bf16 training step and of one bf16 sampling
+        evaluation (the recommended recipe's model) goes, by kind of op."""
+        s = self.s
+        train = self._train_step(TrainCase("default", "bf16"), s.batch)
+        net, x = self._net("recommended").eval(), train_speed.image_batch(s.sample_n)
+        t = torch.full((s.sample_n,), 500)
+
+        def evaluate() -> None:
+            with torch.inference_mode(), train_speed.autocast("bf16"):
+                net(x, t)
+
+        return [
+            *profile.profile_figures(
+                "train",
+                f"{self._label('default')} bf16 train step, batch {s.batch}",
+                train,
+                steps=s.train_steps_per_rep,
+                precision="bf16",
+            ),
+            *profile.profile_figures(
+                "sample",
+                f"{self._label('recommended')} bf16 forward, batch {s.sample_n}",
+                evaluate,
+                steps=5,
+                precision="bf16",
+            ),
+        ]
+
     # ---- the run -----------------------------------------------------------------------------
 
     def plan(self, sections: Iterable[str]) -> list[Callable[[], list[Figure]]]:
@@ -504,6 +554,8 @@ class Bench:
             steps.append(self.data)
         if "lightning" in sections:
             steps.append(self.lightning)
+        if "profile" in sections:
+            steps.append(self.profile)
         return steps
 
     def train_groups(self) -> list[tuple[TrainCase, ...]]:
@@ -513,7 +565,10 @@ class Bench:
             [] if self.compare == "default" else [(TrainCase("default", p),) for p in PRECISIONS]
         )
         compiled = [
-            (TrainCase(self.compare, p, "adamw-fused", compile=True), TrainCase("diffusers", p))
+            (
+                TrainCase(self.compare, p, "adamw-fused", compile=True),
+                TrainCase("diffusers", p, again="beside-compile"),
+            )
             for p in PRECISIONS
             if p in self.s.compile
         ]

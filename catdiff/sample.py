@@ -64,6 +64,37 @@ def load_model(
     return model.eval(), diffusion, tuple(ckpt["catdiff"]["image_shape"])
 
 
+class CastModel(torch.nn.Module):
+    """``model`` with its weights cast once to ``dtype`` (not per call, as autocast does): x goes
+    in as ``dtype`` and the output comes back as float32, so the sampler's own arithmetic (x_t,
+    the x0 estimate, the solver's history) stays in float32."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype), t).float()
+
+
+def with_precision(
+    model: torch.nn.Module, precision: str, device: torch.device
+) -> tuple[torch.nn.Module, str]:
+    """(the network to sample with, the precision chosen): ``auto`` is bf16 where the hardware
+    runs it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), else fp32."""
+    if precision == "auto":
+        from catdiff.lightning.precision import cpu_has_fast_bf16
+
+        fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
+        precision = "bf16" if fast else "fp32"
+    if precision == "fp32":
+        return model, precision
+    if precision == "bf16":
+        return CastModel(model, torch.bfloat16), precision
+    raise UserError(f"precision={precision} must be fp32, bf16 or auto")
+
+
 def make_sampler(cfg: DictConfig) -> DDPMSampler | DDIMSampler | DPMSolverSampler:
     if cfg.sampler == "ddpm":
         return DDPMSampler(sigma=cfg.sigma, clip_x0=cfg.clip_x0)
@@ -72,7 +103,9 @@ def make_sampler(cfg: DictConfig) -> DDPMSampler | DDIMSampler | DPMSolverSample
     if cfg.sampler == "ddim":
         return DDIMSampler(steps=cfg.steps, eta=cfg.eta, clip_x0=cfg.clip_x0, **spacing)
     if cfg.sampler == "dpm_solver":
-        return DPMSolverSampler(steps=cfg.steps, clip_x0=cfg.clip_x0, **spacing)
+        return DPMSolverSampler(
+            steps=cfg.steps, clip_x0=cfg.clip_x0, sde=cfg.get("sde", False), **spacing
+        )
     raise UserError(f"sampler={cfg.sampler} must be ddpm, ddim or dpm_solver")
 
 
@@ -134,6 +167,7 @@ def run(cfg: DictConfig) -> Path:
     sampler = make_sampler(cfg)
     device = pick_device(cfg.device)
     model, diffusion = model.to(device), diffusion.to(device)
+    model, precision = with_precision(model, cfg.precision, device)
     label = cfg.sampler + (f"-{cfg.steps}" if cfg.sampler != "ddpm" else "")
     out = (
         Path(cfg.out)
@@ -159,7 +193,8 @@ def run(cfg: DictConfig) -> Path:
         save_png(grid(image[None], pad=0), out / "images" / f"{j:04d}.png")
     nfe = sampler.nfe(diffusion)
     print(
-        f"{cfg.n} samples ({label}, {nfe} network evaluations each) in {seconds:.1f} s on {device}: {out}"
+        f"{cfg.n} samples ({label}, {nfe} network evaluations each, {precision}) in "
+        f"{seconds:.1f} s on {device}: {out}"
     )
     return out
 

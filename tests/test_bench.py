@@ -115,6 +115,9 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "data/warm",
         "lightning/trainer",
         "lightning/plain",
+        "profile/train/convolutions",
+        "profile/sample/convolutions",
+        "profile/train/outside",
     ]
     assert set(expected) <= set(figures), set(expected) - set(figures)
     for fig in figures.values():
@@ -157,3 +160,41 @@ def test_a_model_of_another_size_is_compared_through_a_matched_one() -> None:
     assert (bench.TrainCase("matched", "fp32"), bench.TrainCase("diffusers", "fp32")) in groups
     assert (bench.TrainCase("default", "fp32"),) in groups
     assert any("base_channels=8" in note for note in b.report.notes)
+
+
+def test_each_training_case_is_measured_under_its_own_id() -> None:
+    """diffusers is timed again beside each compiled catdiff: the second timing gets its own id,
+    so the JSON keeps both and each ratio divides figures measured side by side."""
+    settings = dataclasses.replace(bench.TINY, compile=("fp32", "bf16"))
+    groups = bench.Bench(settings, data_root=None).train_groups()
+    ids = [case.id for group in groups for case in group]
+    assert len(ids) == len(set(ids)), ids
+    compiled = [g for g in groups if g[0].compile]
+    assert [g[1].id for g in compiled] == [
+        "train/diffusers/fp32/adamw@beside-compile",
+        "train/diffusers/bf16/adamw@beside-compile",
+    ]
+
+
+def test_profile_kinds_cover_the_ops_of_a_step() -> None:
+    """Every op lands in one kind; the convolutions carry FLOPs and a rate; the kinds and the
+    untraced rest add up to the step's wall time."""
+    from catdiff.benchmarks import profile, train_speed
+
+    assert profile.kind_of("aten::mkldnn_convolution") == profile.CONV
+    assert profile.kind_of("aten.convolution_backward") == profile.CONV
+    assert profile.kind_of("aten::addmm") == profile.MATMUL
+    assert profile.kind_of("aten._scaled_dot_product_flash_attention_for_cpu") == profile.MATMUL
+    assert profile.kind_of("aten::native_group_norm_backward") == profile.NORM
+    assert profile.kind_of("aten::_foreach_lerp_") == profile.OPTIM
+    assert profile.kind_of("Optimizer.step#AdamW.step") == profile.OPTIM
+    assert profile.kind_of("aten::silu") == profile.OTHER
+
+    module = train_speed.build_module(dict(bench.TINY_UNET))
+    x0 = train_speed.image_batch(4)
+    step = train_speed.train_step_fn(module, "fp32", lambda: x0)
+    figures = profile.profile_figures("train", "tiny", step, steps=2, precision="fp32")
+    assert [f.label.split(": ", 1)[1] for f in figures] == [*profile.KINDS, profile.UNTRACED]
+    conv = figures[0]
+    assert conv.median > 0 and conv.gflop_s > 0
+    assert sum(f.extra["share"] for f in figures) == pytest.approx(1.0, abs=0.02)

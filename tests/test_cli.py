@@ -89,6 +89,12 @@ def test_sample_writes_grid_zoom_trajectory_and_images(trained_run: Path, tmp_pa
     first = Image.open(out / "grid.png").tobytes()
     assert first == Image.open(tmp_path / "again" / "grid.png").tobytes()
     assert first != Image.open(tmp_path / "other" / "grid.png").tobytes()
+    # bf16: the network cast once; same images as fp32 up to a few grey levels, and it says so.
+    proc = run([*args, "precision=bf16", f"out={tmp_path / 'bf16'}"])
+    assert "bf16" in proc.stdout
+    fast = torch.tensor(list(Image.open(tmp_path / "bf16" / "grid.png").getdata())).float()
+    exact = torch.tensor(list(Image.open(out / "grid.png").getdata())).float()
+    assert fast.shape == exact.shape and (fast - exact).abs().mean() < 4.0
 
 
 def test_resume_continues_global_step_without_a_logger(trained_run: Path, tmp_path: Path) -> None:

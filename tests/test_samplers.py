@@ -1,5 +1,7 @@
 """DDPM and DDIM samplers: against diffusers' loops, an oracle model, and their contracts."""
 
+import copy
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -257,20 +259,23 @@ def test_other_sampler_options_are_validated():
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("steps", [20, 16])
-def test_dpm_solver_equals_diffusers_multistep(objective, steps):
+@pytest.mark.parametrize("sde", [False, True])
+def test_dpm_solver_equals_diffusers_multistep(objective, steps, sde):
     """Same chain as diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, trailing,
-    final sigma 0) at >= 15 steps, where diffusers only lowers the order on the last step."""
+    final sigma 0) at >= 15 steps, where diffusers only lowers the order on the last step.
+    sde=True is its sde-dpmsolver++ (midpoint), noise drawn from the same generator in the
+    same order: the same images from the same seed."""
     from diffusers import DPMSolverMultistepScheduler
 
     d = GaussianDiffusion(make_betas("linear", T), objective=objective)
-    ours = DPMSolverSampler(steps=steps, clip_x0=False, spacing="trailing")
+    ours = DPMSolverSampler(steps=steps, clip_x0=False, spacing="trailing", sde=sde)
     ours = sample(ours, toy_model, d, n=2, shape=SHAPE, seed=3).x0
 
     prediction = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}[objective]
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=T,
         trained_betas=make_betas("linear", T).numpy(),
-        algorithm_type="dpmsolver++",
+        algorithm_type="sde-dpmsolver++" if sde else "dpmsolver++",
         solver_order=2,
         prediction_type=prediction,
         timestep_spacing="trailing",
@@ -279,10 +284,24 @@ def test_dpm_solver_equals_diffusers_multistep(objective, steps):
     )
     scheduler.set_timesteps(steps)
     assert scheduler.timesteps.tolist() == ddim_timesteps(T, steps, "trailing")
-    x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn((2, *SHAPE), generator=generator)
     for t in scheduler.timesteps:
-        x = scheduler.step(toy_model(x, torch.full((2,), int(t))), t, x).prev_sample
+        out = toy_model(x, torch.full((2,), int(t)))
+        x = scheduler.step(out, t, x, generator=generator).prev_sample
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+
+
+def test_sde_dpm_solver_is_seeded_and_differs_from_the_ode():
+    d = GaussianDiffusion(make_betas("linear", T))
+    sde = DPMSolverSampler(steps=10, sde=True)
+    a = sample(sde, toy_model, d, n=2, shape=SHAPE, seed=5).x0
+    b = sample(sde, toy_model, d, n=2, shape=SHAPE, seed=5).x0
+    ode = sample(DPMSolverSampler(steps=10), toy_model, d, n=2, shape=SHAPE, seed=5).x0
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - ode).abs().max() > 1e-3
+    with pytest.raises(UserError, match="sampler.sde"):
+        DPMSolverSampler(sde="yes")
 
 
 def test_dpm_solver_is_second_order_where_ddim_is_first():
@@ -361,3 +380,38 @@ def test_logsnr_spacing_solves_fine_detail_far_more_accurately_than_trailing():
 
     logsnr, trailing = error("logsnr"), error("trailing")
     assert logsnr < 0.2 * trailing, (logsnr, trailing)
+
+
+def test_sampling_precision_casts_the_weights_once_and_keeps_the_sampler_in_fp32(monkeypatch):
+    """precision=bf16 samples with a bf16 copy of the network (float32 in and out of it), close
+    to the fp32 images; auto follows the hardware check; anything else is refused by name."""
+    import catdiff.lightning.precision as hardware
+    from catdiff.models import UNet
+    from catdiff.sample import CastModel, with_precision
+
+    torch.manual_seed(0)
+    net = UNet(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), norm_groups=4).eval()
+    with torch.no_grad():  # the output conv starts at zero: give every weight a value
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([999, 500, 3])
+    with torch.inference_mode():
+        reference = net(x, t)
+    fast, chosen = with_precision(copy.deepcopy(net), "bf16", torch.device("cpu"))
+    assert chosen == "bf16" and isinstance(fast, CastModel)
+    assert {p.dtype for p in fast.parameters()} == {torch.bfloat16}
+    with torch.inference_mode():
+        out = fast(x, t)
+    assert out.dtype == torch.float32
+    assert (out - reference).abs().max() < 0.05 * reference.abs().max()
+    d = GaussianDiffusion(make_betas("linear", T))
+    images = sample(DPMSolverSampler(steps=5), fast, d, n=2, shape=(1, 28, 28), seed=0).x0
+    assert images.dtype == torch.float32
+
+    assert with_precision(net, "fp32", torch.device("cpu")) == (net, "fp32")
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: False)
+    assert with_precision(net, "auto", torch.device("cpu"))[1] == "fp32"
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
+    assert with_precision(copy.deepcopy(net), "auto", torch.device("cpu"))[1] == "bf16"
+    with pytest.raises(UserError, match="precision=fp16 must be fp32, bf16 or auto"):
+        with_precision(net, "fp16", torch.device("cpu"))

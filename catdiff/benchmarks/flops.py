@@ -39,9 +39,14 @@ _CPU_ATTENTION = {
 
 def count_flops(fn: Callable[[], object]) -> int:
     """Matmul + convolution FLOPs of one call of ``fn`` (forward and, if it runs, backward)."""
+    return sum(count_flops_by_op(fn).values())
+
+
+def count_flops_by_op(fn: Callable[[], object]) -> dict[str, int]:
+    """``count_flops`` per aten op (``"aten.convolution"``, ``"aten.addmm"``, ...)."""
     with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
         fn()
-    return counter.get_total_flops()
+    return {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
 
 
 def matmul_peak(n: int, precision: str, reps: int, warmup: int) -> Figure:

@@ -22,6 +22,7 @@ SECTIONS = {
     "sample": "Sampling time",
     "data": "Data pipeline vs training consumption",
     "lightning": "Lightning overhead per step",
+    "profile": "Where the time goes (torch.profiler, by kind of op)",
 }
 # Derived values shown as extra table columns, in this order, with their headers.
 _COLUMNS = {
@@ -33,6 +34,7 @@ _COLUMNS = {
     "x_train": "x training img/s",
     "overhead_ms": "overhead ms/step",
     "overhead_pct": "overhead % of step",
+    "share": "share of step",
 }
 
 
@@ -124,7 +126,7 @@ def figures_table(figures: list[Figure]) -> list[str]:
             value = f.gflop_s if k == "gflop_s" else f.extra.get(k)
             if value is None:
                 derived.append("")
-            elif k.startswith("util") or k.endswith("_pct"):
+            elif k.startswith("util") or k.endswith("_pct") or k == "share":
                 derived.append(f"{100 * value:.0f}%")
             else:
                 derived.append(_fmt(value))

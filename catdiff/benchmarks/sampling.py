@@ -12,29 +12,40 @@ from collections.abc import Callable
 import torch
 
 from catdiff.benchmarks.train_speed import autocast
-from catdiff.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion, sample
+from catdiff.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverSampler,
+    GaussianDiffusion,
+    sample,
+)
+
+Sampler = DDPMSampler | DDIMSampler | DPMSolverSampler
 
 
-def _first_steps(sampler: DDPMSampler | DDIMSampler, k: int) -> DDPMSampler | DDIMSampler:
+def _first_steps(sampler: Sampler, k: int) -> Sampler:
     """Make ``sampler`` visit only the first ``k`` timesteps of its chain (same per-step work)."""
     full = sampler.timesteps
     sampler.timesteps = lambda diffusion: full(diffusion)[:k]  # type: ignore[method-assign]
     return sampler
 
 
-def sampler_for(kind: str, steps: int, timed_steps: int) -> DDPMSampler | DDIMSampler:
-    """The config's sampler (``conf/sampler/{ddpm,ddim}.yaml``), cut to its first ``timed_steps``."""
+def sampler_for(kind: str, steps: int, timed_steps: int) -> Sampler:
+    """The config's sampler (``conf/sampler/{ddpm,ddim,dpm_solver}.yaml``), cut to its first
+    ``timed_steps``."""
     if kind == "ddpm":
         return _first_steps(DDPMSampler(), timed_steps)
     if kind == "ddim":
         return _first_steps(DDIMSampler(steps=steps), timed_steps)
-    raise ValueError(f"sampler kind must be ddpm or ddim, got {kind!r}")
+    if kind == "dpm":
+        return _first_steps(DPMSolverSampler(steps=steps), timed_steps)
+    raise ValueError(f"sampler kind must be ddpm, ddim or dpm, got {kind!r}")
 
 
 def sample_fn(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
-    sampler: DDPMSampler | DDIMSampler,
+    sampler: Sampler,
     n: int,
     precision: str,
     shape: tuple[int, int, int] = (1, 28, 28),
