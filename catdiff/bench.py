@@ -48,6 +48,7 @@ from catdiff.data import synthetic_cats
 from catdiff.diffusion.build import build_diffusion
 from catdiff.errors import UserError
 from catdiff.models import UNet, count_parameters
+from catdiff.sample import with_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 CATFACES = ROOT.parent / "shared" / "data" / "catfaces64"
@@ -418,7 +419,7 @@ class Bench:
             "sample",
             label,
             timing,
-            how=how + (", bf16 autocast" if case.precision == "bf16" else ""),
+            how=how + (", bf16: the network cast once" if case.precision == "bf16" else ""),
             precision=case.precision,
             flop=self.flop_fwd[case.model] * s.sample_n * case.steps,
             params=self.params[case.model],
@@ -515,11 +516,11 @@ class Bench:
         evaluation (the recommended recipe's model) goes, by kind of op."""
         s = self.s
         train = self._train_step(TrainCase("default", "bf16"), s.batch)
-        net, x = self._net("recommended").eval(), train_speed.image_batch(s.sample_n)
-        t = torch.full((s.sample_n,), 500)
+        net, _ = with_precision(self._net("recommended").eval(), "bf16", torch.device("cpu"))
+        x, t = train_speed.image_batch(s.sample_n), torch.full((s.sample_n,), 500)
 
         def evaluate() -> None:
-            with torch.inference_mode(), train_speed.autocast("bf16"):
+            with torch.inference_mode():
                 net(x, t)
 
         return [

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from catdiff.benchmarks.flops import DTYPES
 from catdiff.benchmarks.train_speed import ADAMW_KWARGS, EMA_DECAY, GRAD_CLIP, autocast
 
 # The diffusers UNet the issue names: 1,623,169 parameters, attention at 7x7.
@@ -76,10 +77,14 @@ def ddim_sample_fn(
     model: torch.nn.Module, steps: int, timed_steps: int, n: int, precision: str
 ) -> Callable[[], torch.Tensor]:
     """DDIMScheduler with catdiff's DDIM settings (linear betas, trailing spacing, clip x0,
-    eta 0), run over the first ``timed_steps`` of its ``steps`` timesteps."""
+    eta 0), run over the first ``timed_steps`` of its ``steps`` timesteps. bf16 as a diffusers
+    user runs it, and as catdiff's ``precision=bf16`` does: the UNet cast once
+    (``unet.to(torch.bfloat16)``), the scheduler's arithmetic in fp32."""
     from diffusers import DDIMScheduler
 
     model.eval()
+    dtype = DTYPES[precision]
+    model.to(dtype)
     scheduler = DDIMScheduler(num_train_timesteps=T, clip_sample=True, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps[:timed_steps]
@@ -89,8 +94,7 @@ def ddim_sample_fn(
     def run() -> torch.Tensor:
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         for t in timesteps:
-            with autocast(precision):
-                eps = model(x, t).sample
+            eps = model(x.to(dtype), t).sample.float()
             x = scheduler.step(eps, t, x).prev_sample
         return x
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import torch
 
-from catdiff.benchmarks.train_speed import autocast
 from catdiff.diffusion import (
     DDIMSampler,
     DDPMSampler,
@@ -50,11 +49,13 @@ def sample_fn(
     precision: str,
     shape: tuple[int, int, int] = (1, 28, 28),
 ) -> Callable[[], torch.Tensor]:
-    """One call = ``catdiff.diffusion.sample`` of n images (it runs under inference_mode)."""
-    model.eval()
+    """One call = ``catdiff.diffusion.sample`` of n images (it runs under inference_mode), with
+    the network ``python -m catdiff.sample precision=...`` uses: bf16 = weights cast once."""
+    from catdiff.sample import with_precision
+
+    net, _ = with_precision(model.eval(), precision, torch.device("cpu"))
 
     def run() -> torch.Tensor:
-        with autocast(precision):
-            return sample(sampler, model, diffusion, n, shape, seed=0).x0
+        return sample(sampler, net, diffusion, n, shape, seed=0).x0
 
     return run
