@@ -120,6 +120,14 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     # a second call scores nothing new
     again = score_runs(runs, out, scorer, n=8, final_n=12, steps=4, final_seeds=(0, 1))
     assert len(again) == len(scores)
+    # finals_only: a larger final at a fresh seed, no snapshot curve rescored
+    finals = score_runs(
+        runs, tmp_path / "finals", scorer, final_n=16, steps=4, final_seeds=(3,), finals_only=True
+    )
+    assert sorted((s["recipe"], s["step"], s["n"], s["seed"]) for s in finals[1:]) == [
+        (OURS, 20, 16, 3),
+        (PEER, 4, 16, 3),
+    ]
     (out / "speed.json").write_text(
         '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'
     )

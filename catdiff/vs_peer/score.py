@@ -1,6 +1,6 @@
 """Score every snapshot of the two runs with catdiff's metrics, off the training clock.
 
-``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000]``
+``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000] [finals_only=true]``
 
 For each snapshot (the peer's ``DIR/snapshots/step*.pt``, ours ``RUN_DIR/snapshots/step*.ckpt``):
 ``n`` samples (``final_n`` at ``final_step``, the end of training; by default each run's last
@@ -55,6 +55,9 @@ OPTIONS: dict[str, Any] = {
     # Also sample the peer's final snapshot with `sampler`. Off: on the peer's eps net,
     # DPM-Solver++ 20 left 6 of 16 samples as noise (KID 1.13, 2026-11-28); not understood yet.
     "peer_with_our_sampler": False,
+    # Only the finals: e.g. final_n=5000 final_seeds=10 finals_only=true, a less noisy KID of
+    # the end of training at a seed nothing was tuned on, without rescoring the curves.
+    "finals_only": False,
 }
 
 
@@ -197,13 +200,14 @@ def score_runs(
     spacing: str | None = None,
     peer_with_our_sampler: bool = False,
     final_seeds: tuple[int, ...] = (),
+    finals_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every snapshot of every run not yet in ``out/scores.jsonl``; returns all lines.
 
     ``final_n`` samples for a snapshot at ``final_step`` (the end of training; default: each
     run's last snapshot), once per seed of ``final_seeds`` (default: ``seed``), ``n`` samples
-    at ``seed`` for the others. ``peer_with_our_sampler``: the peer's final snapshot is also
-    sampled with catdiff's sampler (recipe ``PEER_OUR_SAMPLER``).
+    at ``seed`` for the others (none with ``finals_only``). ``peer_with_our_sampler``: the peer's
+    final snapshot is also sampled with catdiff's sampler (recipe ``PEER_OUR_SAMPLER``).
     """
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
@@ -218,7 +222,8 @@ def score_runs(
         for i, snap in enumerate(snaps):
             last = snap["step"] == final_step if final_step else i == len(snaps) - 1
             if not last:
-                jobs.append((recipe, run, snap, n, seed))
+                if not finals_only:
+                    jobs.append((recipe, run, snap, n, seed))
                 continue
             for s in final_seeds or (seed,):
                 jobs.append((recipe, run, snap, final_n, s))
@@ -298,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         spacing=opts["spacing"],
         peer_with_our_sampler=opts["peer_with_our_sampler"],
         final_seeds=opts["final_seeds"],
+        finals_only=opts["finals_only"],
     )
 
 
