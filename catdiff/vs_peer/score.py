@@ -53,7 +53,11 @@ OPTIONS: dict[str, Any] = {
     "data": "catfaces",
     "data_root": None,
     # Also sample the peer's final snapshot with `sampler`. Off: on the peer's eps net,
-    # DPM-Solver++ 20 left 6 of 16 samples as noise (KID 1.13, 2026-11-28); not understood yet.
+    # DPM-Solver++ 20 left 6 of 16 samples as noise (KID 1.13, 2026-11-28). Not a bug in the
+    # adapter: catdiff's DDIM-50 without clipping gives exactly diffusers' DDIM-50 images from it.
+    # With clip_x0, catdiff re-derives eps from the clipped x0 (guided-diffusion's convention),
+    # diffusers keeps the net's eps; on a linear-schedule eps net (alpha_bar_999 ~ 4e-5) the early
+    # x0 estimates are huge, clipping saturates them, and a third of the 64 samples end as noise.
     "peer_with_our_sampler": False,
     # Only the finals: e.g. final_n=5000 final_seeds=10 finals_only=true, a less noisy KID of
     # the end of training at a seed nothing was tuned on, without rescoring the curves.
