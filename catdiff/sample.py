@@ -83,11 +83,10 @@ def with_precision(
 ) -> tuple[torch.nn.Module, str]:
     """(the network to sample with, the precision chosen): ``auto`` is bf16 where the hardware
     runs it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), else fp32."""
-    if precision == "auto":
-        from catdiff.lightning.precision import cpu_has_fast_bf16
+    if precision == "auto":  # the same hardware check as training's trainer.precision=auto
+        from catdiff.lightning.precision import auto_precision
 
-        fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
-        precision = "bf16" if fast else "fp32"
+        precision = "bf16" if auto_precision(device.type) == "bf16-mixed" else "fp32"
     if precision == "fp32":
         return model, precision
     if precision == "bf16":

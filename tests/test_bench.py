@@ -197,4 +197,5 @@ def test_profile_kinds_cover_the_ops_of_a_step() -> None:
     assert [f.label.split(": ", 1)[1] for f in figures] == [*profile.KINDS, profile.UNTRACED]
     conv = figures[0]
     assert conv.median > 0 and conv.gflop_s > 0
-    assert sum(f.extra["share"] for f in figures) == pytest.approx(1.0, abs=0.02)
+    # most of the step is inside ops, and no op's time is counted twice (e.g. per thread)
+    assert 0.5 < sum(f.extra["share"] for f in figures[:-1]) <= 1.02

@@ -90,7 +90,7 @@ def profile_figures(
             how,
             share=s / wall,
         )
-        if flops.get(kind) and s > 0:
+        if flops.get(kind):
             fig.gflop_s, fig.precision = flops[kind] / s / 1e9, precision
         figures.append(fig)
     return figures

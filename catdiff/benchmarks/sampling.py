@@ -18,6 +18,7 @@ from catdiff.diffusion import (
     GaussianDiffusion,
     sample,
 )
+from catdiff.sample import with_precision
 
 Sampler = DDPMSampler | DDIMSampler | DPMSolverSampler
 
@@ -51,8 +52,6 @@ def sample_fn(
 ) -> Callable[[], torch.Tensor]:
     """One call = ``catdiff.diffusion.sample`` of n images (it runs under inference_mode), with
     the network ``python -m catdiff.sample precision=...`` uses: bf16 = weights cast once."""
-    from catdiff.sample import with_precision
-
     net, _ = with_precision(model.eval(), precision, torch.device("cpu"))
 
     def run() -> torch.Tensor:

@@ -426,11 +426,11 @@ class DPMSolverSampler(_StridedSampler):
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * history[0]
             if not self.sde:
                 return (sigma[i + 1] / sigma[i]) * x - alpha[i + 1] * math.expm1(-h) * d
-            decay = math.exp(-h)
+            fresh = -math.expm1(-2 * h)  # 1 - e^{-2h}
             return (
-                (sigma[i + 1] / sigma[i] * decay) * x
-                - alpha[i + 1] * math.expm1(-2 * h) * d
-                + sigma[i + 1] * math.sqrt(-math.expm1(-2 * h)) * _noise_like(x, generator)
+                (sigma[i + 1] / sigma[i] * math.exp(-h)) * x
+                + alpha[i + 1] * fresh * d
+                + sigma[i + 1] * math.sqrt(fresh) * _noise_like(x, generator)
             )
 
         return _run_chain(
