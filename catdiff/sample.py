@@ -100,7 +100,13 @@ def make_sampler(cfg: DictConfig) -> DDPMSampler | DDIMSampler | DPMSolverSample
     # spacing null (or absent): the sampler's own default, trailing for DDIM, logsnr for DPM-Solver
     spacing = {"spacing": cfg.spacing} if cfg.get("spacing") is not None else {}
     if cfg.sampler == "ddim":
-        return DDIMSampler(steps=cfg.steps, eta=cfg.eta, clip_x0=cfg.clip_x0, **spacing)
+        return DDIMSampler(
+            steps=cfg.steps,
+            eta=cfg.eta,
+            clip_x0=cfg.clip_x0,
+            rederive_eps=cfg.get("rederive_eps", True),
+            **spacing,
+        )
     if cfg.sampler == "dpm_solver":
         return DPMSolverSampler(
             steps=cfg.steps, clip_x0=cfg.clip_x0, sde=cfg.get("sde", False), **spacing

@@ -74,10 +74,15 @@ def test_ddpm_sampler_equals_diffusers_loop(schedule, clip):
 
 
 @pytest.mark.parametrize("steps", [10, 7])
-@pytest.mark.parametrize(("eta", "clip"), [(0.0, False), (0.0, True), (1.0, False)])
-def test_ddim_sampler_leading_equals_diffusers_loop(steps, eta, clip):
+@pytest.mark.parametrize(
+    ("eta", "clip", "rederive"),
+    [(0.0, False, True), (0.0, True, True), (0.0, True, False), (1.0, False, True)],
+)
+def test_ddim_sampler_leading_equals_diffusers_loop(steps, eta, clip, rederive):
     d = GaussianDiffusion(make_betas("linear", T))
-    sampler = DDIMSampler(steps=steps, eta=eta, clip_x0=clip, spacing="leading")
+    sampler = DDIMSampler(
+        steps=steps, eta=eta, clip_x0=clip, spacing="leading", rederive_eps=rederive
+    )
     ours = sample(sampler, toy_model, d, n=2, shape=SHAPE, seed=4).x0
 
     scheduler = float64_alpha_bar(
@@ -88,9 +93,9 @@ def test_ddim_sampler_leading_equals_diffusers_loop(steps, eta, clip):
     x = torch.randn((2, *SHAPE), generator=generator)
     for t in scheduler.timesteps:
         out = toy_model(x, torch.full((2,), int(t)))
-        # use_clipped_model_output: eps re-derived from the clipped x0, as ours does
+        # use_clipped_model_output: eps re-derived from the clipped x0 (ours: rederive_eps)
         x = scheduler.step(
-            out, int(t), x, eta=eta, use_clipped_model_output=clip, generator=generator
+            out, int(t), x, eta=eta, use_clipped_model_output=rederive, generator=generator
         ).prev_sample
     torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-5)
 
@@ -252,6 +257,20 @@ def test_other_sampler_options_are_validated():
         DDIMSampler(spacing="linspace")
     with pytest.raises(UserError, match=r"sampler\.sigma"):
         DDPMSampler(sigma="learned")
+    with pytest.raises(UserError, match=r"sampler\.rederive_eps"):
+        DDIMSampler(rederive_eps="no")
+
+
+def test_keeping_the_model_eps_changes_only_clipped_chains():
+    """rederive_eps matters exactly when x0 gets clipped: a linear-schedule eps net's early x0."""
+    d = GaussianDiffusion(make_betas("linear", T))
+
+    def run(clip: bool, rederive: bool) -> torch.Tensor:
+        sampler = DDIMSampler(steps=10, clip_x0=clip, rederive_eps=rederive)
+        return sample(sampler, toy_model, d, n=2, shape=SHAPE, seed=4).x0
+
+    assert not torch.allclose(run(True, True), run(True, False), atol=1e-3)
+    torch.testing.assert_close(run(False, True), run(False, False))
 
 
 # ---- DPM-Solver++(2M) -----------------------------------------------------------------------------

@@ -16,6 +16,9 @@ def build_diffusion(
     huber_delta: float = 1.0,
     loss_weight: str = "none",
     min_snr_gamma: float = 5.0,
+    t_sampling: str = "uniform",
+    t_p_mean: float = -1.2,
+    t_p_std: float = 1.2,
 ) -> GaussianDiffusion:
     """``GaussianDiffusion(make_betas(schedule, T, beta_start, beta_end), objective, loss, ...)``."""
     betas = make_betas(schedule, T, beta_start=beta_start, beta_end=beta_end)
@@ -26,4 +29,7 @@ def build_diffusion(
         huber_delta=huber_delta,
         loss_weight=loss_weight,
         min_snr_gamma=min_snr_gamma,
+        t_sampling=t_sampling,
+        t_p_mean=t_p_mean,
+        t_p_std=t_p_std,
     )

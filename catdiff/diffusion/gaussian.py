@@ -18,6 +18,7 @@ Image tensors are (B, C, H, W) (any (B, ...) works); timesteps t are long tensor
 import torch
 
 from catdiff.diffusion.losses import check_loss, elementwise_loss
+from catdiff.diffusion.timesteps import check_t_sampling, t_probabilities
 from catdiff.errors import UserError
 
 OBJECTIVES = ("eps", "x0", "v")
@@ -96,6 +97,10 @@ class GaussianDiffusion(torch.nn.Module):
         loss_weight: per-timestep weight of the loss: ``"none"`` (uniform, the seed) or
             ``"min_snr"`` (:func:`min_snr_weight`; config key ``diffusion.loss_weight``).
         min_snr_gamma: the gamma of min-SNR weighting (``diffusion.min_snr_gamma``; paper: 5).
+        t_sampling: the training distribution of t (``diffusion.t_sampling``): ``"uniform"``
+            (the seed) or ``"lognormal"`` in sigma_t (Karras et al. 2022; see
+            :mod:`catdiff.diffusion.timesteps`), with ``t_p_mean``/``t_p_std`` the mean and std
+            of log sigma (``diffusion.t_p_mean``, ``diffusion.t_p_std``; paper: -1.2, 1.2).
 
     All per-timestep constants are computed in float64 and kept as float32 buffers of shape (T,)
     that move with ``.to(device)``; they are not persistent because they follow from the config,
@@ -121,11 +126,16 @@ class GaussianDiffusion(torch.nn.Module):
         huber_delta: float = 1.0,
         loss_weight: str = "none",
         min_snr_gamma: float = 5.0,
+        t_sampling: str = "uniform",
+        t_p_mean: float = -1.2,
+        t_p_std: float = 1.2,
     ) -> None:
         super().__init__()
         check_objective(objective)
         check_loss(loss, huber_delta)
         check_loss_weight(loss_weight, min_snr_gamma)
+        check_t_sampling(t_sampling, t_p_std)
+        self.t_sampling = t_sampling
         self.objective = objective
         self.loss = loss
         self.huber_delta = huber_delta
@@ -148,6 +158,8 @@ class GaussianDiffusion(torch.nn.Module):
             else torch.ones_like(snr)
         )
         self.register_buffer("loss_weights", weights.float(), persistent=False)
+        probs = t_probabilities(constants["alpha_bar"], t_sampling, t_p_mean, t_p_std)
+        self.register_buffer("t_probs", probs.float(), persistent=False)
 
     @property
     def T(self) -> int:
@@ -158,7 +170,8 @@ class GaussianDiffusion(torch.nn.Module):
         weight = (
             "" if self.loss_weight == "none" else f", loss_weight=min_snr({self.min_snr_gamma:g})"
         )
-        return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}{weight}"
+        t_sampling = "" if self.t_sampling == "uniform" else f", t_sampling={self.t_sampling!r}"
+        return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}{weight}{t_sampling}"
 
     # ---- forward process q --------------------------------------------------------------
 
@@ -276,7 +289,14 @@ class GaussianDiffusion(torch.nn.Module):
         device: torch.device | str,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Training timesteps, uniform in [0, T): long tensor (batch_size,)."""
+        """Training timesteps drawn from ``t_probs``: long tensor (batch_size,).
+
+        Uniform sampling keeps ``randint`` (so its draws are those of every earlier catdiff run).
+        """
+        if self.t_sampling != "uniform":
+            return torch.multinomial(
+                self.t_probs, batch_size, replacement=True, generator=generator
+            ).to(device)
         return torch.randint(
             0, self.T, (batch_size,), device=device, generator=generator, dtype=torch.long
         )

@@ -217,6 +217,7 @@ def ddim_step(
     eta: float = 0.0,
     noise: torch.Tensor | None = None,
     clip_x0: bool = True,
+    rederive_eps: bool = True,
 ) -> torch.Tensor:
     """One DDIM update from timestep t to t_prev < t (Song et al. 2021, eq. 12):
 
@@ -231,9 +232,14 @@ def ddim_step(
         t_prev: the next timestep of the chain; -1 means the image (alpha_bar_{-1} = 1).
         eta: 0 is deterministic DDIM, 1 has DDPM's variance (beta_tilde when t_prev = t - 1).
         noise: z ~ N(0, I) (B, C, H, W); needed when eta > 0, ignored otherwise.
-        clip_x0: clip x0_pred to [-1, 1] (Ho et al. 2020) and re-derive eps_pred from it so
-            that x_t = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_pred still holds
-            (Nichol & Dhariwal 2021's guided-diffusion; diffusers' use_clipped_model_output).
+        clip_x0: clip x0_pred to [-1, 1] (Ho et al. 2020).
+        rederive_eps: with clip_x0, re-derive eps_pred from the clipped x0 so that
+            x_t = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_pred still holds
+            (Nichol & Dhariwal 2021's guided-diffusion; diffusers' use_clipped_model_output=True).
+            False keeps the network's eps (diffusers' DDIMScheduler default). On a linear-schedule
+            eps network the early x0 estimates are far outside [-1, 1] (alpha_bar_{T-1} ~ 4e-5),
+            and eps re-derived from their clipped values left a third of the 50-step samples of
+            diffusers' peer net noisy where keeping its eps left none (catdiff.vs_peer.score).
 
     Returns:
         x_{t_prev} (B, C, H, W).
@@ -241,7 +247,8 @@ def ddim_step(
     x0_pred, eps_pred = diffusion.model_to_x0_eps(model_output, x_t, t)
     if clip_x0:
         x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps_pred = diffusion.predict_eps_from_x0(x_t, t, x0_pred)
+        if rederive_eps:
+            eps_pred = diffusion.predict_eps_from_x0(x_t, t, x0_pred)
     alpha_bar = diffusion.alpha_bar[t].to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
     # Indexing with a Python int yields a device scalar: no host sync.
     alpha_bar_prev = (
@@ -293,6 +300,9 @@ class DDIMSampler(_StridedSampler):
         steps: number of network evaluations (config key ``sampler.steps``), 1 <= steps <= T.
         eta: stochasticity (config key ``sampler.eta``): 0 deterministic DDIM, 1 DDPM-like.
         clip_x0: clip the predicted x0 to [-1, 1] (see ``ddim_step``).
+        rederive_eps: with clip_x0, take eps from the clipped x0 (true, guided-diffusion) or keep
+            the network's (false, diffusers' default); config key ``sampler.rederive_eps``, see
+            ``ddim_step``.
         spacing: which timesteps to visit (config key ``sampler.spacing``): ``"trailing"``
             (Lin et al. 2024, starts at t = T-1) or ``"leading"`` (diffusers' DDIMScheduler
             default). See ``ddim_timesteps``.
@@ -304,17 +314,21 @@ class DDIMSampler(_StridedSampler):
         eta: float = 0.0,
         clip_x0: bool = True,
         spacing: str = "trailing",
+        rederive_eps: bool = True,
     ) -> None:
         self._check(steps, spacing, example=50)
         if not eta >= 0:
             raise UserError(f"sampler.eta={eta!r} must be >= 0 (0 = deterministic DDIM)")
+        if not isinstance(rederive_eps, bool):
+            raise UserError(f"sampler.rederive_eps={rederive_eps!r} must be true or false")
         self.eta = float(eta)
         self.clip_x0 = clip_x0
+        self.rederive_eps = rederive_eps
 
     def __repr__(self) -> str:
         return (
             f"DDIMSampler(steps={self.steps}, eta={self.eta}, clip_x0={self.clip_x0}, "
-            f"spacing={self.spacing!r})"
+            f"spacing={self.spacing!r}, rederive_eps={self.rederive_eps})"
         )
 
     def __call__(
@@ -335,7 +349,15 @@ class DDIMSampler(_StridedSampler):
             noisy = self.eta > 0 and prev[i] >= 0
             noise = _noise_like(x, generator) if noisy else None
             return ddim_step(
-                diffusion, out, x, t, prev[i], self.eta if noisy else 0.0, noise, self.clip_x0
+                diffusion,
+                out,
+                x,
+                t,
+                prev[i],
+                self.eta if noisy else 0.0,
+                noise,
+                self.clip_x0,
+                self.rederive_eps,
             )
 
         return _run_chain(model, x_T, timesteps, step, record, diffusion.T, progress, "DDIM")

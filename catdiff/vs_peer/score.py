@@ -58,6 +58,7 @@ OPTIONS: dict[str, Any] = {
     # With clip_x0, catdiff re-derives eps from the clipped x0 (guided-diffusion's convention),
     # diffusers keeps the net's eps; on a linear-schedule eps net (alpha_bar_999 ~ 4e-5) the early
     # x0 estimates are huge, clipping saturates them, and a third of the 64 samples end as noise.
+    # DDIM's `sampler.rederive_eps=false` keeps the net's eps, diffusers' way (tested equal).
     "peer_with_our_sampler": False,
     # Only the finals: e.g. final_n=5000 final_seeds=10 finals_only=true, a less noisy KID of
     # the end of training at a seed nothing was tuned on, without rescoring the curves.
