@@ -200,6 +200,20 @@ TRAIN_VARIANTS = (
     TrainCase("large", "bf16"),
 )
 
+BESIDE_VARIANTS = "beside-variants"
+
+
+def variant_groups() -> list[tuple[TrainCase, ...]]:
+    """TRAIN_VARIANTS of the default model, each precision's interleaved with a fresh timing of
+    the plain step (its own id), so the drift between groups cannot pass for a speed-up; the
+    larger model's cases on their own."""
+    groups: list[tuple[TrainCase, ...]] = []
+    for p in PRECISIONS:
+        same = tuple(c for c in TRAIN_VARIANTS if c.model == "default" and c.precision == p)
+        groups.append((TrainCase("default", p, again=BESIDE_VARIANTS), *same))
+    return groups + [(c,) for c in TRAIN_VARIANTS if c.model != "default"]
+
+
 SAMPLE_VARIANTS = tuple(
     SampleCase(model, kind, steps, p)
     for model, kind, steps in (
@@ -348,6 +362,11 @@ class Bench:
         first = {i: _seconds_of(step) for i, (c, step) in enumerate(zip(cases, steps)) if c.compile}
         timings = measure_interleaved(steps, s.reps, s.warmup)
         figures = [self._train_figure(c, t) for c, t in zip(cases, timings)]
+        if cases[0].again == BESIDE_VARIANTS:
+            for fig in figures[1:]:
+                relative = fig.median / figures[0].median
+                fig.extra["vs_plain"] = round(relative, 3)
+                fig.label += f" ({relative:.2f}x the plain step timed beside it)"
         for i, seconds in first.items():
             steady = timings[i].median
             figures[i].extra["compile_s"] = round(seconds - steady, 1)
@@ -573,7 +592,7 @@ class Bench:
             for p in PRECISIONS
             if p in self.s.compile
         ]
-        return pairs + default + [(c,) for c in TRAIN_VARIANTS] + compiled
+        return pairs + default + variant_groups() + compiled
 
     def sample_groups(self) -> list[tuple[SampleCase, ...]]:
         """DDIM 50 of catdiff paired with diffusers' per precision, then the other chains."""

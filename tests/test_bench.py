@@ -108,6 +108,8 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "train/default/fp32/adamw",
         "train/diffusers/bf16/adamw",
         *(case.id for case in bench.TRAIN_VARIANTS),
+        "train/default/fp32/adamw@beside-variants",
+        "train/default/bf16/adamw@beside-variants",
         "sample/default/ddim50/bf16",
         "sample/diffusers/ddim50/fp32",
         *(case.id for case in bench.SAMPLE_VARIANTS),
@@ -127,6 +129,11 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert train["unit"] == "img/s" and train["gflop_s"] > 0
     assert {"util_matmul", "util_conv", "params", "batch"} <= set(train["extra"])
     assert "extrapolated" in figures["sample/default/ddpm1000/fp32"]["label"]
+    # a variant is compared with the plain step timed in its own group, not across groups
+    fused = figures["train/default/bf16/adamw-fused"]
+    plain = figures["train/default/bf16/adamw@beside-variants"]
+    assert fused["extra"]["vs_plain"] == pytest.approx(fused["median"] / plain["median"], rel=1e-2)
+    assert "timed beside it" in fused["label"]
     assert figures["data/cold"]["extra"]["x_train"] > 0
     assert "overhead_ms" in figures["lightning/trainer"]["extra"]
 

@@ -159,3 +159,26 @@ def test_local_launcher_composes() -> None:
 def test_every_sampler_config_builds(name: str) -> None:
     sampler = instantiate(compose([f"sampler={name}"]).sampler)
     assert sampler.nfe(instantiate(compose(["debug=fast"]).diffusion)) >= 1
+
+
+def test_t_sampling_and_rederive_eps_reach_the_objects_from_the_config() -> None:
+    """diffusion.t_sampling/t_p_* build the lognormal p(t); sampler.rederive_eps the DDIM rule,
+    both through training's config and through the sample/evaluate CLIs' flat keys."""
+    from catdiff.sample import make_sampler
+
+    cfg = compose(["diffusion.t_sampling=lognormal", "diffusion.t_p_mean=0.5", "sampler=ddim"])
+    diffusion = instantiate(cfg.diffusion)
+    assert diffusion.t_sampling == "lognormal"
+    median_t = int((diffusion.t_probs.double().cumsum(0) < 0.5).sum())
+    alpha_bar = diffusion.alpha_bar[median_t].item()
+    assert ((1 - alpha_bar) / alpha_bar) ** 0.5 == pytest.approx(2.718**0.5, rel=0.05)
+    assert compose().diffusion.t_sampling == "uniform"  # the seed's experiment is unchanged
+    assert instantiate(cfg.sampler).rederive_eps is True
+    assert (
+        instantiate(compose(["sampler=ddim", "sampler.rederive_eps=false"]).sampler).rederive_eps
+        is False
+    )
+    for conf in ("sample.yaml", "evaluate.yaml"):
+        flat = OmegaConf.load(CONF / conf)
+        flat.merge_with({"sampler": "ddim", "rederive_eps": False})
+        assert make_sampler(flat).rederive_eps is False
