@@ -15,7 +15,14 @@ from catdiff.sample import load_checkpoint, load_model
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import parse
 from catdiff.vs_peer.data import training_images
-from catdiff.vs_peer.report import at_equal_images, curves, headline, write_report
+from catdiff.vs_peer.report import (
+    at_equal_images,
+    curves,
+    headline,
+    is_seed_run,
+    markdown,
+    write_report,
+)
 from catdiff.vs_peer.score import (
     OURS,
     PEER,
@@ -24,6 +31,8 @@ from catdiff.vs_peer.score import (
     samples_path,
     score_runs,
     snapshots_of,
+    training_seed_recipe,
+    training_seed_runs,
 )
 from tests.test_cli import FAST, run
 
@@ -128,6 +137,17 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
         (OURS, 20, 16, 3),
         (PEER, 4, 16, 3),
     ]
+    # a rerun at another training seed: its final only, whatever finals_only says
+    rerun = training_seed_recipe(5)
+    seeded = score_runs(
+        {rerun: runs[OURS]},
+        tmp_path / "seeded",
+        scorer,
+        final_n=12,
+        steps=4,
+        finals_only_of={rerun},
+    )
+    assert [(s["recipe"], s["step"], s["n"]) for s in seeded[1:]] == [(rerun, 20, 12)]
     (out / "speed.json").write_text(
         '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'
     )
@@ -188,6 +208,44 @@ def test_a_final_scored_at_several_seeds_counts_as_their_mean() -> None:
     assert headline(runs, budget=128000)["kid_ratio"] == pytest.approx(2.0 / 3.0)
 
 
+def test_the_recipes_kid_over_training_seeds_is_the_mean_of_each_runs_final() -> None:
+    lines = [_line(PEER, 1000, 5.0, 600), _line(PEER, 2000, 3.0, 1200)]
+    lines += [_line(OURS, 1000, 2.0, 200), _line(OURS, 2000, 0.9, 400)]
+    rerun = training_seed_recipe(1)
+    lines += [_line(rerun, 2000, 0.3, 400)]
+    lines = [line | {"fid": 0.1, "copying": _copy(0.02)} for line in lines]
+    runs = curves(lines)
+    assert is_seed_run(rerun) and not is_seed_run(OURS) and not is_seed_run("catdiff-1.6M")
+    head = headline(runs, budget=128000)
+    assert head["kid_ratio"] == pytest.approx(0.3)  # the curves' run alone, as before
+    seeds = head["over_training_seeds"]
+    assert seeds["runs"] == {OURS: 0.9, rerun: 0.3}
+    assert seeds["mean"] == pytest.approx(0.6) and seeds["ratio"] == pytest.approx(0.2)
+    assert seeds["std"] == pytest.approx(0.6 / 2**0.5)
+    # a rerun that has not reached the budget does not count; one run alone gives no spread
+    short = curves(lines[:-1] + [_line(rerun, 1000, 0.3, 200)])
+    assert headline(short, budget=128000)["over_training_seeds"] is None
+    text = markdown(runs, None, head, {}, "")
+    assert "Over 2 training runs of catdiff's recipe" in text
+    assert "the curves' run 0.9000; training seed 1 0.3000" in text and "**0.20**" in text
+
+
+def test_training_seed_runs_read_each_runs_seed_and_name_bad_folders(tmp_path: Path) -> None:
+    for name, seed in (("a", 1), ("b", 2), ("c", 1)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"seed: {seed}\n")
+    runs = training_seed_runs(f"{tmp_path / 'a'},{tmp_path / 'b'}")
+    assert runs == {
+        training_seed_recipe(1): tmp_path / "a",
+        training_seed_recipe(2): tmp_path / "b",
+    }
+    assert training_seed_runs(None) == {}
+    with pytest.raises(UserError, match="both have seed=1"):
+        training_seed_runs(f"{tmp_path / 'a'},{tmp_path / 'c'}")
+    with pytest.raises(UserError, match="ours_seeds: .*nowhere.*config.yaml does not exist"):
+        training_seed_runs(str(tmp_path / "nowhere"))
+
+
 def _copy(rate: float) -> dict:
     return {"rate_samples": rate, "rate_se": 0.01, "median_nn_samples": 1.0}
 
@@ -207,6 +265,7 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
         "n=6",
         "final_n=8",
         "final_seeds=0,1",
+        "training_seeds=7",
         "sampler_steps=3",
         "extractor_steps=10",
         f"runs={tmp_path / 'runs'}",
@@ -216,16 +275,21 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert "## Headline" in text and "KID at the peer's budget" in text  # 256 images each
     scores = (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines()
-    # held-out faces + 2 snapshots per run + the final one again at the second seed
-    assert len(scores) == 1 + 2 + 2 + 2
+    # held-out faces + 2 snapshots per run + the final one again at the second seed, and the
+    # final alone (at both seeds) of catdiff's rerun at training seed 7
+    assert len(scores) == 1 + 2 + 2 + 2 + 2
     assert "| 8 × 2 seeds |" in text
+    assert "Over 2 training runs of catdiff's recipe" in text and "training seed 7" in text
+    config = (tmp_path / "runs" / "catdiff_seed7" / "config.yaml").read_text()
+    assert "seed: 7" in config
     run(args)  # finished runs are not retrained, scored snapshots not rescored
     assert (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines() == scores
     bad = run(["catdiff.vs_peer", "stepz=4"], check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "error: 'stepz=4' is not an option of python -m catdiff.vs_peer; options: "
-        "out= runs= steps= snapshot_every= n= final_n= final_seeds= sampler= sampler_steps= train= "
+        "out= runs= steps= snapshot_every= n= final_n= final_seeds= training_seeds= sampler= "
+        "sampler_steps= train= "
         "extractor_steps= data= data_root="
     ]
     bad = run(["catdiff.vs_peer.peer", "steps=many"], check=False)

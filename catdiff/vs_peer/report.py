@@ -22,7 +22,14 @@ from catdiff.metrics.copying import nearest_distances
 from catdiff.report.figures import _plt, _save
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import one_line_errors, parse
-from catdiff.vs_peer.score import OURS, PEER, PEER_OUR_SAMPLER, read_scores, samples_path
+from catdiff.vs_peer.score import (
+    OURS,
+    PEER,
+    PEER_OUR_SAMPLER,
+    read_scores,
+    samples_path,
+    training_seed_recipe,
+)
 
 REAL = "held-out real faces"
 XLABELS = {
@@ -120,6 +127,7 @@ def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, An
         result["why"].append(f"the budget is {budget:,} images; " + " and ".join(short))
         return result
     result["kid_ratio"] = ours_final["kid"]["mean"] / peer_final["kid"]["mean"]
+    result["over_training_seeds"] = over_training_seeds(runs, budget)
     target = peer_final["kid"]["mean"]
     reached = next((line for line in ours if line["kid"]["mean"] <= target), None)
     result["peer_final"] = peer_final
@@ -132,6 +140,38 @@ def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, An
     else:
         result["why"].append("catdiff's snapshots never reach the peer's last KID")
     return result
+
+
+def is_seed_run(recipe: str) -> bool:
+    """A finals-only rerun of catdiff's recipe at another training seed (``ours_seeds``)."""
+    return recipe.startswith(training_seed_recipe(0).rsplit(" ", 1)[0])
+
+
+def over_training_seeds(
+    runs: dict[str, list[dict[str, Any]]], budget: int
+) -> dict[str, Any] | None:
+    """catdiff's final KID at ``budget`` over its training runs (the curves' run and the
+    ``ours_seeds`` reruns): each run's KID (its mean over sampling seeds), their mean, the
+    std across runs and the mean's ratio to the peer's final KID. None without a rerun."""
+    finals = {
+        recipe: lines[-1]
+        for recipe, lines in runs.items()
+        if (recipe == OURS or is_seed_run(recipe)) and lines and lines[-1]["images_seen"] == budget
+    }
+    peer_lines = runs.get(PEER, [])
+    if len(finals) < 2 or OURS not in finals or not peer_lines:
+        return None
+    if peer_lines[-1]["images_seen"] != budget:
+        return None
+    kids = np.array([line["kid"]["mean"] for line in finals.values()])
+    mean = float(kids.mean())
+    return {
+        "runs": {recipe: float(k) for recipe, k in zip(finals, kids)},
+        "mean": mean,
+        "std": float(kids.std(ddof=1)),
+        "ratio": mean / peer_lines[-1]["kid"]["mean"],
+        "ratios": [float(k) / peer_lines[-1]["kid"]["mean"] for k in kids],
+    }
 
 
 def at_equal_images(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -163,6 +203,8 @@ def kid_curves(
     scale = 1 / 1000 if x == "images_seen" else 1 / 60
     others = iter(OTHER_COLORS * len(runs))
     for recipe, lines in runs.items():
+        if is_seed_run(recipe):  # a final only: its spread is in the headline
+            continue
         color = COLORS.get(recipe) or next(others)
         lines = [line for line in lines if x in line]  # idle_s: only recipes timed idle
         if not lines:
@@ -216,7 +258,7 @@ def sample_grids(
 ) -> str | None:
     panels = []
     for recipe, lines in runs.items():
-        images = _load_samples(samples_dir, lines[-1]) if lines else None
+        images = _load_samples(samples_dir, lines[-1]) if not is_seed_run(recipe) else None
         if images is not None:
             panels.append((recipe, lines[-1], grid(images[:64], nrow=8)))
     if not panels:
@@ -243,7 +285,7 @@ def nearest_pairs(
 ) -> str | None:
     rows = []
     for recipe, lines in runs.items():
-        images = _load_samples(samples_dir, lines[-1]) if lines else None
+        images = _load_samples(samples_dir, lines[-1]) if not is_seed_run(recipe) else None
         if images is None:
             continue
         dist, idx = nearest_distances(images, train)
@@ -313,6 +355,11 @@ def _seeds_note(*lines: dict[str, Any]) -> str:
     )
 
 
+def _run_name(recipe: str) -> str:
+    """'training seed K' for a rerun, "the curves' run" for catdiff's main run."""
+    return "the curves' run" if recipe == OURS else recipe[len(OURS) :].strip(" ()")
+
+
 def _fid(line: dict[str, Any]) -> str:
     if "fid_per_seed" in line:
         return f"{line['fid']:.3f} (" + ", ".join(f"{f:.3f}" for f in line["fid_per_seed"]) + ")"
@@ -361,6 +408,20 @@ def markdown(
             f"catdiff {head['ours_final']['kid']['mean']:.4g} vs diffusers "
             f"{head['peer_final']['kid']['mean']:.4g}, ratio **{head['kid_ratio']:.2f}** "
             "(target: at most 0.33)." + _seeds_note(head["ours_final"], head["peer_final"])
+        )
+    seeds = head.get("over_training_seeds")
+    if seeds is not None:
+        per_run = "; ".join(
+            f"{_run_name(recipe)} {kid:.4f}" for recipe, kid in seeds["runs"].items()
+        )
+        out.append(
+            f"- **Over {len(seeds['runs'])} training runs of catdiff's recipe** (the same "
+            f"experiment at other `seed=`, each final sampled like the one above): KID "
+            f"{seeds['mean']:.4g} ± {seeds['std']:.2g} (std across runs; {per_run}), ratio to "
+            f"the peer **{seeds['ratio']:.2f}**, per run "
+            + ", ".join(f"{r:.2f}" for r in seeds["ratios"])
+            + ". The training seed moves the final KID more than the sampling seed does; the "
+            "peer was trained once, so its own spread over training seeds is not measured."
         )
     if head["time_ratio"] is not None:
         r, p = head["ours_reaches_peer"], head["peer_final"]

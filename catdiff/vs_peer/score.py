@@ -1,6 +1,7 @@
 """Score every snapshot of the two runs with catdiff's metrics, off the training clock.
 
-``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000] [finals_only=true]``
+``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000] [finals_only=true]
+[ours_seeds=RUN_DIR,RUN_DIR]``
 
 For each snapshot (the peer's ``DIR/snapshots/step*.pt``, ours ``RUN_DIR/snapshots/step*.ckpt``):
 ``n`` samples (``final_n`` at ``final_step``, the end of training; by default each run's last
@@ -18,6 +19,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,10 @@ OPTIONS: dict[str, Any] = {
     # x0 estimates are huge, clipping saturates them, and a third of the 64 samples end as noise.
     # DDIM's `sampler.rederive_eps=false` keeps the net's eps, diffusers' way (tested equal).
     "peer_with_our_sampler": False,
+    # More training runs of catdiff's recipe (the same experiment at other `seed=`), comma
+    # separated: only their finals are scored (final_n x final_seeds), as recipes named
+    # "catdiff (training seed K)", so the report gives the recipe's KID over training seeds.
+    "ours_seeds": None,
     # Only the finals: e.g. final_n=5000 final_seeds=10 finals_only=true, a less noisy KID of
     # the end of training at a seed nothing was tuned on, without rescoring the curves.
     "finals_only": False,
@@ -206,12 +212,14 @@ def score_runs(
     peer_with_our_sampler: bool = False,
     final_seeds: tuple[int, ...] = (),
     finals_only: bool = False,
+    finals_only_of: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Score every snapshot of every run not yet in ``out/scores.jsonl``; returns all lines.
 
     ``final_n`` samples for a snapshot at ``final_step`` (the end of training; default: each
     run's last snapshot), once per seed of ``final_seeds`` (default: ``seed``), ``n`` samples
-    at ``seed`` for the others (none with ``finals_only``). ``peer_with_our_sampler``: the peer's
+    at ``seed`` for the others (none with ``finals_only``, nor for the recipes of
+    ``finals_only_of``). ``peer_with_our_sampler``: the peer's
     final snapshot is also sampled with catdiff's sampler (recipe ``PEER_OUR_SAMPLER``).
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +235,7 @@ def score_runs(
         for i, snap in enumerate(snaps):
             last = snap["step"] == final_step if final_step else i == len(snaps) - 1
             if not last:
-                if not finals_only:
+                if not finals_only and recipe not in finals_only_of:
                     jobs.append((recipe, run, snap, n, seed))
                 continue
             for s in final_seeds or (seed,):
@@ -291,12 +299,38 @@ def _append(path: Path, line: dict[str, Any]) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def training_seed_recipe(seed: int) -> str:
+    """The recipe name of another training run of catdiff's recipe, at training ``seed``."""
+    return f"{OURS} (training seed {seed})"
+
+
+def training_seed_runs(folders: str | None) -> dict[str, Path]:
+    """``ours_seeds=DIR,DIR``: {training_seed_recipe(seed): run} with each run's ``seed`` read
+    from its config.yaml."""
+    runs: dict[str, Path] = {}
+    for folder in (f.strip() for f in (folders or "").split(",")):
+        if not folder:
+            continue
+        config = Path(folder) / "config.yaml"
+        if not config.is_file():
+            raise UserError(f"ours_seeds: {config} does not exist (a catdiff run folder has one)")
+        seed = OmegaConf.load(config).get("seed")
+        if not isinstance(seed, int):
+            raise UserError(f"ours_seeds: {config} has no integer `seed`")
+        recipe = training_seed_recipe(seed)
+        if recipe in runs:
+            raise UserError(f"ours_seeds: {runs[recipe]} and {folder} both have seed={seed}")
+        runs[recipe] = Path(folder)
+    return runs
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     opts = parse(argv, OPTIONS, "catdiff.vs_peer.score", required=["peer", "ours", "out"])
+    seed_runs = training_seed_runs(opts["ours_seeds"])
     scorer = Scorer.for_data(opts["data"], opts["data_root"], opts["extractor_steps"])
     score_runs(
-        {PEER: Path(opts["peer"]), OURS: Path(opts["ours"])},
+        {PEER: Path(opts["peer"]), OURS: Path(opts["ours"]), **seed_runs},
         Path(opts["out"]),
         scorer,
         n=opts["n"],
@@ -309,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         peer_with_our_sampler=opts["peer_with_our_sampler"],
         final_seeds=opts["final_seeds"],
         finals_only=opts["finals_only"],
+        finals_only_of=set(seed_runs),
     )
 
 
