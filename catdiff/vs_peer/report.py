@@ -420,8 +420,8 @@ def markdown(
             f"{seeds['mean']:.4g} ± {seeds['std']:.2g} (std across runs; {per_run}), ratio to "
             f"the peer **{seeds['ratio']:.2f}**, per run "
             + ", ".join(f"{r:.2f}" for r in seeds["ratios"])
-            + ". The training seed moves the final KID more than the sampling seed does; the "
-            "peer was trained once, so its own spread over training seeds is not measured."
+            + ". The recipe's KID is this mean: one training run is one draw from it. The peer "
+            "was trained once, so its own spread over training seeds is not measured."
         )
     if head["time_ratio"] is not None:
         r, p = head["ours_reaches_peer"], head["peer_final"]
