@@ -65,6 +65,7 @@ def test_buffers_are_float32_non_persistent_and_consistent():
         "posterior_mean_coef1",
         "posterior_mean_coef2",
         "loss_weights",
+        "t_probs",
     ]
     buffers = dict(d.named_buffers())
     assert sorted(buffers) == sorted(names)
