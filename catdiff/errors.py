@@ -7,3 +7,9 @@ every message must say what was wrong and what to do, naming the config key or f
 
 class UserError(ValueError):
     """A bad input (config value, file, folder) that the user can fix; message is one line."""
+
+
+def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise UserError naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise UserError(f"{key}={value!r} is unknown; choose one of {', '.join(choices)}")

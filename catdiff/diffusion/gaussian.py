@@ -19,7 +19,7 @@ import torch
 
 from catdiff.diffusion.losses import check_loss, elementwise_loss
 from catdiff.diffusion.timesteps import check_t_sampling, t_probabilities
-from catdiff.errors import UserError
+from catdiff.errors import UserError, check_choice
 
 OBJECTIVES = ("eps", "x0", "v")
 SIGMAS = ("beta_tilde", "beta")
@@ -31,18 +31,12 @@ _X0_RANGE = 1.0
 
 def check_objective(objective: str) -> None:
     """Raise UserError unless ``objective`` is one of OBJECTIVES."""
-    if objective not in OBJECTIVES:
-        raise UserError(
-            f"diffusion.objective={objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}"
-        )
+    check_choice("diffusion.objective", objective, OBJECTIVES)
 
 
 def check_loss_weight(loss_weight: str, min_snr_gamma: float) -> None:
     """Raise UserError unless ``loss_weight`` is in LOSS_WEIGHTS and ``min_snr_gamma`` > 0."""
-    if loss_weight not in LOSS_WEIGHTS:
-        raise UserError(
-            f"diffusion.loss_weight={loss_weight!r} is unknown; choose one of {', '.join(LOSS_WEIGHTS)}"
-        )
+    check_choice("diffusion.loss_weight", loss_weight, LOSS_WEIGHTS)
     if not min_snr_gamma > 0:
         raise UserError(f"diffusion.min_snr_gamma={min_snr_gamma!r} must be > 0 (e.g. 5.0)")
 
@@ -69,8 +63,7 @@ def min_snr_weight(snr: torch.Tensor, objective: str, gamma: float) -> torch.Ten
 
 def check_sigma(sigma: str) -> None:
     """Raise UserError unless ``sigma`` (the reverse-step variance) is one of SIGMAS."""
-    if sigma not in SIGMAS:
-        raise UserError(f"sampler.sigma={sigma!r} is unknown; choose one of {', '.join(SIGMAS)}")
+    check_choice("sampler.sigma", sigma, SIGMAS)
 
 
 def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -8,15 +8,14 @@ over C, H, W so that per-sample weights can be applied later).
 import torch
 import torch.nn.functional as F
 
-from catdiff.errors import UserError
+from catdiff.errors import UserError, check_choice
 
 LOSSES = ("l1", "l2", "huber")
 
 
 def check_loss(name: str, huber_delta: float = 1.0) -> None:
     """Raise UserError unless ``name`` is in LOSSES and ``huber_delta`` > 0."""
-    if name not in LOSSES:
-        raise UserError(f"diffusion.loss={name!r} is unknown; choose one of {', '.join(LOSSES)}")
+    check_choice("diffusion.loss", name, LOSSES)
     if not huber_delta > 0:
         raise UserError(f"diffusion.huber_delta={huber_delta!r} must be > 0 (e.g. 1.0)")
 

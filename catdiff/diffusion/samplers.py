@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from catdiff.diffusion.gaussian import GaussianDiffusion, check_sigma
-from catdiff.errors import UserError
+from catdiff.errors import UserError, check_choice
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SPACINGS = ("leading", "trailing", "logsnr")
@@ -276,10 +276,7 @@ class _StridedSampler:
     def _check(self, steps: int, spacing: str, example: int) -> None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise UserError(f"sampler.steps={steps!r} must be a positive integer (e.g. {example})")
-        if spacing not in SPACINGS:
-            raise UserError(
-                f"sampler.spacing={spacing!r} is unknown; choose one of {', '.join(SPACINGS)}"
-            )
+        check_choice("sampler.spacing", spacing, SPACINGS)
         self.steps, self.spacing = steps, spacing
 
     def nfe(self, diffusion: GaussianDiffusion) -> int:

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from catdiff.errors import UserError
+from catdiff.errors import UserError, check_choice
 
 SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
 
@@ -67,10 +67,7 @@ def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.
     Raises:
         UserError: unknown name, T < 1, or betas outside (0, 1).
     """
-    if name not in SCHEDULES:
-        raise UserError(
-            f"diffusion.schedule={name!r} is unknown; choose one of {', '.join(SCHEDULES)}"
-        )
+    check_choice("diffusion.schedule", name, SCHEDULES)
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise UserError(f"diffusion.T={T!r} must be a positive integer (e.g. 1000)")
     for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):

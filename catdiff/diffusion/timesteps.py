@@ -20,17 +20,14 @@ be asked about at sampling time.
 
 import torch
 
-from catdiff.errors import UserError
+from catdiff.errors import UserError, check_choice
 
 T_SAMPLINGS = ("uniform", "lognormal")
 
 
 def check_t_sampling(t_sampling: str, p_std: float) -> None:
     """Raise UserError unless ``t_sampling`` is in T_SAMPLINGS and ``p_std`` > 0."""
-    if t_sampling not in T_SAMPLINGS:
-        raise UserError(
-            f"diffusion.t_sampling={t_sampling!r} is unknown; choose one of {', '.join(T_SAMPLINGS)}"
-        )
+    check_choice("diffusion.t_sampling", t_sampling, T_SAMPLINGS)
     if not p_std > 0:
         raise UserError(f"diffusion.t_p_std={p_std!r} must be > 0 (EDM: 1.2)")
 

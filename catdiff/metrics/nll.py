@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from catdiff.diffusion.gaussian import GaussianDiffusion
-from catdiff.errors import UserError
+from catdiff.errors import UserError, check_choice
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("sampled", "full")
@@ -231,14 +231,12 @@ def vb_terms(
 
 
 def _check_sigma(sigma: str) -> None:
-    if sigma not in NLL_SIGMAS:
-        raise UserError(f"nll.sigma={sigma!r} is unknown; choose one of {', '.join(NLL_SIGMAS)}")
+    check_choice("nll.sigma", sigma, NLL_SIGMAS)
 
 
 def _check_args(model: Model, images, mode: str, k, batch_size, sigma: str) -> torch.Tensor:
     """Validate the inputs of ``nll_bpd``; return the images as a uint8 (N, C, H, W) tensor."""
-    if mode not in MODES:
-        raise UserError(f"nll.mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
+    check_choice("nll.mode", mode, MODES)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"nll.timesteps={k!r} must be a positive integer (e.g. 32)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
