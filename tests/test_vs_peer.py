@@ -19,7 +19,6 @@ from catdiff.vs_peer.report import (
     at_equal_images,
     curves,
     headline,
-    is_seed_run,
     markdown,
     write_report,
 )
@@ -28,6 +27,7 @@ from catdiff.vs_peer.score import (
     PEER,
     PEER_OUR_SAMPLER,
     Scorer,
+    is_seed_run,
     samples_path,
     score_runs,
     snapshots_of,

@@ -26,9 +26,9 @@ from catdiff.vs_peer.score import (
     OURS,
     PEER,
     PEER_OUR_SAMPLER,
+    is_seed_run,
     read_scores,
     samples_path,
-    training_seed_recipe,
 )
 
 REAL = "held-out real faces"
@@ -127,7 +127,7 @@ def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, An
         result["why"].append(f"the budget is {budget:,} images; " + " and ".join(short))
         return result
     result["kid_ratio"] = ours_final["kid"]["mean"] / peer_final["kid"]["mean"]
-    result["over_training_seeds"] = over_training_seeds(runs, budget)
+    result["over_training_seeds"] = over_training_seeds(runs, budget, peer_final["kid"]["mean"])
     target = peer_final["kid"]["mean"]
     reached = next((line for line in ours if line["kid"]["mean"] <= target), None)
     result["peer_final"] = peer_final
@@ -142,26 +142,19 @@ def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, An
     return result
 
 
-def is_seed_run(recipe: str) -> bool:
-    """A finals-only rerun of catdiff's recipe at another training seed (``ours_seeds``)."""
-    return recipe.startswith(training_seed_recipe(0).rsplit(" ", 1)[0])
-
-
 def over_training_seeds(
-    runs: dict[str, list[dict[str, Any]]], budget: int
+    runs: dict[str, list[dict[str, Any]]], budget: int, peer_kid: float
 ) -> dict[str, Any] | None:
     """catdiff's final KID at ``budget`` over its training runs (the curves' run and the
     ``ours_seeds`` reruns): each run's KID (its mean over sampling seeds), their mean, the
-    std across runs and the mean's ratio to the peer's final KID. None without a rerun."""
+    std across runs and the mean's ratio to ``peer_kid``, the peer's final KID. None unless
+    the curves' run and at least one rerun reached the budget."""
     finals = {
         recipe: lines[-1]
         for recipe, lines in runs.items()
         if (recipe == OURS or is_seed_run(recipe)) and lines and lines[-1]["images_seen"] == budget
     }
-    peer_lines = runs.get(PEER, [])
-    if len(finals) < 2 or OURS not in finals or not peer_lines:
-        return None
-    if peer_lines[-1]["images_seen"] != budget:
+    if len(finals) < 2 or OURS not in finals:
         return None
     kids = np.array([line["kid"]["mean"] for line in finals.values()])
     mean = float(kids.mean())
@@ -169,8 +162,8 @@ def over_training_seeds(
         "runs": {recipe: float(k) for recipe, k in zip(finals, kids)},
         "mean": mean,
         "std": float(kids.std(ddof=1)),
-        "ratio": mean / peer_lines[-1]["kid"]["mean"],
-        "ratios": [float(k) / peer_lines[-1]["kid"]["mean"] for k in kids],
+        "ratio": mean / peer_kid,
+        "ratios": [float(k) / peer_kid for k in kids],
     }
 
 

@@ -299,9 +299,17 @@ def _append(path: Path, line: dict[str, Any]) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+SEED_RUN = f"{OURS} (training seed "
+
+
 def training_seed_recipe(seed: int) -> str:
     """The recipe name of another training run of catdiff's recipe, at training ``seed``."""
-    return f"{OURS} (training seed {seed})"
+    return f"{SEED_RUN}{seed})"
+
+
+def is_seed_run(recipe: str) -> bool:
+    """A finals-only rerun of catdiff's recipe at another training seed (``ours_seeds``)."""
+    return recipe.startswith(SEED_RUN)
 
 
 def training_seed_runs(folders: str | None) -> dict[str, Path]:
