@@ -27,6 +27,7 @@ from catdiff.vs_peer.score import (
     PEER,
     PEER_OUR_SAMPLER,
     Scorer,
+    is_peer,
     is_seed_run,
     samples_path,
     score_runs,
@@ -148,6 +149,19 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
         finals_only_of={rerun},
     )
     assert [(s["recipe"], s["step"], s["n"]) for s in seeded[1:]] == [(rerun, 20, 12)]
+    # the peer's rerun is sampled the peer's way (its DDIM), its final only
+    peer_rerun = training_seed_recipe(5, PEER)
+    peer_seeded = score_runs(
+        {peer_rerun: runs[PEER]},
+        tmp_path / "peer_seeded",
+        scorer,
+        final_n=12,
+        steps=4,
+        finals_only_of={peer_rerun},
+    )
+    assert [(s["recipe"], s["step"], s["sampler"], s["nfe"]) for s in peer_seeded[1:]] == [
+        (peer_rerun, 4, "ddim", 50)
+    ]
     (out / "speed.json").write_text(
         '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'
     )
@@ -226,8 +240,32 @@ def test_the_recipes_kid_over_training_seeds_is_the_mean_of_each_runs_final() ->
     short = curves(lines[:-1] + [_line(rerun, 1000, 0.3, 200)])
     assert headline(short, budget=128000)["over_training_seeds"] is None
     text = markdown(runs, None, head, {}, "")
-    assert "Over 2 training runs of catdiff's recipe" in text
+    assert "catdiff's recipe over 2 runs: KID 0.6 ± 0.42" in text
     assert "the curves' run 0.9000; training seed 1 0.3000" in text and "**0.20**" in text
+    assert "the peer's over 1 run: KID 3 (one run: its spread over training seeds" in text
+    # the peer trained again: the ratio is one of means, each catdiff run against the peer's mean
+    peer_rerun = training_seed_recipe(4, PEER)
+    assert is_seed_run(peer_rerun) and is_peer(peer_rerun) and not is_peer(rerun)
+    both = curves(
+        lines + [_line(peer_rerun, 2000, 5.0, 1200) | {"fid": 0.1, "copying": _copy(0.02)}]
+    )
+    head = headline(both, budget=128000)
+    assert head["kid_ratio"] == pytest.approx(0.3)  # still the two curves' runs
+    seeds = head["over_training_seeds"]
+    assert seeds["peer"]["runs"] == {PEER: 3.0, peer_rerun: 5.0}
+    assert seeds["peer"]["mean"] == pytest.approx(4.0) and seeds["ratio"] == pytest.approx(0.15)
+    assert seeds["ratios"] == [pytest.approx(0.225), pytest.approx(0.075)]
+    text = markdown(both, None, head, {}, "")
+    assert (
+        "the peer's over 2 runs: KID 4 ± 1.4 (std across runs; the curves' run 3.0000; "
+        "training seed 4 5.0000)" in text
+    )
+    # a peer rerun alone is enough for the bullet, the catdiff side then reads as one run
+    alone = curves(
+        [line for line in lines if line["recipe"] != rerun]
+        + [_line(peer_rerun, 2000, 5.0, 1200) | {"fid": 0.1, "copying": _copy(0.02)}]
+    )
+    assert headline(alone, budget=128000)["over_training_seeds"]["std"] is None
 
 
 def test_training_seed_runs_read_each_runs_seed_and_name_bad_folders(tmp_path: Path) -> None:
@@ -244,6 +282,16 @@ def test_training_seed_runs_read_each_runs_seed_and_name_bad_folders(tmp_path: P
         training_seed_runs(f"{tmp_path / 'a'},{tmp_path / 'c'}")
     with pytest.raises(UserError, match="ours_seeds: .*nowhere.*config.yaml does not exist"):
         training_seed_runs(str(tmp_path / "nowhere"))
+
+
+def test_peer_seed_runs_read_the_seed_its_snapshots_record(runs, tmp_path: Path) -> None:
+    assert training_seed_runs(str(runs[PEER]), PEER) == {training_seed_recipe(0, PEER): runs[PEER]}
+    with pytest.raises(UserError, match="peer_seeds: .* and .* both have seed=0"):
+        training_seed_runs(f"{runs[PEER]},{runs[PEER]}", PEER)
+    with pytest.raises(UserError, match="peer_seeds: .*nowhere has no snapshot"):
+        training_seed_runs(str(tmp_path / "nowhere"), PEER)
+    with pytest.raises(UserError, match="peer_seeds: .*step0000020.ckpt does not record its"):
+        training_seed_runs(str(runs[OURS]), PEER)  # a catdiff run is not a peer run
 
 
 def _copy(rate: float) -> dict:
@@ -266,6 +314,7 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
         "final_n=8",
         "final_seeds=0,1",
         "training_seeds=7",
+        "peer_seeds=7",
         "sampler_steps=3",
         "extractor_steps=10",
         f"runs={tmp_path / 'runs'}",
@@ -276,19 +325,22 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
     assert "## Headline" in text and "KID at the peer's budget" in text  # 256 images each
     scores = (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines()
     # held-out faces + 2 snapshots per run + the final one again at the second seed, and the
-    # final alone (at both seeds) of catdiff's rerun at training seed 7
-    assert len(scores) == 1 + 2 + 2 + 2 + 2
+    # final alone (at both seeds) of catdiff's and the peer's reruns at training seed 7
+    assert len(scores) == 1 + 2 + 2 + 2 + 2 + 2
     assert "| 8 × 2 seeds |" in text
-    assert "Over 2 training runs of catdiff's recipe" in text and "training seed 7" in text
+    assert "catdiff's recipe over 2 runs" in text and "the peer's over 2 runs" in text
+    assert text.count("training seed 7") >= 2
     config = (tmp_path / "runs" / "catdiff_seed7" / "config.yaml").read_text()
     assert "seed: 7" in config
+    assert training_seed_runs(str(tmp_path / "runs" / "peer_seed7"), PEER)
     run(args)  # finished runs are not retrained, scored snapshots not rescored
     assert (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines() == scores
     bad = run(["catdiff.vs_peer", "stepz=4"], check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "error: 'stepz=4' is not an option of python -m catdiff.vs_peer; options: "
-        "out= runs= steps= snapshot_every= n= final_n= final_seeds= training_seeds= sampler= "
+        "out= runs= steps= snapshot_every= n= final_n= final_seeds= training_seeds= peer_seeds= "
+        "sampler= "
         "sampler_steps= train= "
         "extractor_steps= data= data_root="
     ]

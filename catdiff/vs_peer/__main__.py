@@ -4,7 +4,8 @@
 1. trains the peer (:mod:`catdiff.vs_peer.peer`) and catdiff's ``experiment=recommended``
    side by side, one thread each, on the same training split, to the same images seen
    (``steps`` x 64), both snapshotting every ``snapshot_every`` steps; then catdiff's recipe
-   again at each of ``training_seeds`` (two at a time), whose finals are scored too;
+   again at each of ``training_seeds`` and the peer's at each of ``peer_seeds`` (two at a
+   time), whose finals are scored too;
 2. scores every snapshot (:mod:`catdiff.vs_peer.score`): ``n`` samples per curve point and
    ``final_n`` at the end, once per seed of ``final_seeds``, KID/FID on the catdiff
    extractor, the copying check;
@@ -14,8 +15,10 @@ Run it again after an interruption: finished runs and scored snapshots are kept,
 training resumes from its last save. ``train=false`` only scores and reports.
 On this 2-core CPU the default budget takes about 6 hours (the peer is the long pole: 3 h of
 training on one thread beside catdiff, then about 55 min of DDIM-50 sampling to score it). The
-three extra training seeds add about 1.5-2 h: two of them side by side took 47-50 min here, the
-third runs alone, and each final takes about 3.5 min to score at three sampling seeds.
+extra training seeds add about 4 h: catdiff's seeds 1 and 2 side by side took 47-50 min here;
+then catdiff's seed 3 runs beside the peer's seed 1, which takes as long as the peer's first
+run (3 h on one thread); each catdiff final takes about 3.5 min to score at three sampling seeds,
+the peer's about 11.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ OPTIONS: dict[str, Any] = {
     # catdiff's recipe trained again at these `seed=`s (two at a time, one thread each, after
     # the pair): their finals give the recipe's KID over training seeds. Empty: none.
     "training_seeds": (1, 2, 3),
+    # The peer's recipe trained again at these seeds, beside catdiff's extra seeds, so that the
+    # ratio is one of means on both sides. Empty: none.
+    "peer_seeds": (1,),
     "sampler": "dpm_solver",
     "sampler_steps": 20,
     "train": True,
@@ -49,23 +55,35 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-def seed_run(runs: Path, seed: int) -> Path:
-    """The folder of catdiff's recipe trained at training ``seed`` (not the main run's)."""
-    return runs / f"catdiff_seed{seed}"
+def seed_run(runs: Path, seed: int, name: str = "catdiff") -> Path:
+    """The folder of a recipe (``catdiff`` or ``peer``) trained at training ``seed`` (not the
+    main run's)."""
+    return runs / f"{name}_seed{seed}"
 
 
 def train_commands(opts: dict[str, Any]) -> dict[str, list[str]]:
     runs = Path(opts["runs"])
+    return {
+        "peer": peer_command(opts, runs / "peer"),
+        "catdiff": ours_command(opts, runs / "catdiff"),
+    }
+
+
+def peer_command(opts: dict[str, Any], folder: Path, seed: int | None = None) -> list[str]:
+    """The peer's training into ``folder`` (at training ``seed`` if given), on one thread."""
     root = opts["data_root"]
-    peer = [
-        "catdiff.vs_peer.peer",
-        f"out={runs / 'peer'}",
-        f"steps={opts['steps']}",
-        f"snapshot_every={opts['snapshot_every']}",
-        "threads=1",
-        f"data={opts['data']}",
-    ] + ([f"data_root={root}"] if root else [])
-    return {"peer": peer, "catdiff": ours_command(opts, runs / "catdiff")}
+    return (
+        [
+            "catdiff.vs_peer.peer",
+            f"out={folder}",
+            f"steps={opts['steps']}",
+            f"snapshot_every={opts['snapshot_every']}",
+            "threads=1",
+            f"data={opts['data']}",
+        ]
+        + ([f"data_root={root}"] if root else [])
+        + ([f"seed={seed}"] if seed is not None else [])
+    )
 
 
 def ours_command(opts: dict[str, Any], folder: Path, seed: int | None = None) -> list[str]:
@@ -88,15 +106,23 @@ def ours_command(opts: dict[str, Any], folder: Path, seed: int | None = None) ->
 
 
 def seed_commands(opts: dict[str, Any]) -> dict[str, list[str]]:
-    """catdiff's training command again for each of ``training_seeds``, in its own folder."""
+    """catdiff's training command again for each of ``training_seeds``, then the peer's for each
+    of ``peer_seeds``, each in its own folder."""
     runs = Path(opts["runs"])
-    folders = {seed: seed_run(runs, seed) for seed in opts["training_seeds"]}
-    return {f.name: ours_command(opts, f, seed) for seed, f in folders.items()}
+    commands = {}
+    for name, build, seeds in (
+        ("catdiff", ours_command, opts["training_seeds"]),
+        ("peer", peer_command, opts["peer_seeds"]),
+    ):
+        for seed in seeds:
+            folder = seed_run(runs, seed, name)
+            commands[folder.name] = build(opts, folder, seed)
+    return commands
 
 
 def train_both(opts: dict[str, Any]) -> None:
-    """Both trainings side by side, one thread each, then the extra training seeds of catdiff
-    two at a time; a finished one returns at once."""
+    """Both trainings side by side, one thread each, then the extra training seeds (catdiff's,
+    then the peer's) two at a time; a finished one returns at once."""
     run_side_by_side(opts, train_commands(opts))
     seeds = list(seed_commands(opts).items())
     for i in range(0, len(seeds), 2):
@@ -137,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         train_both(opts)
     scorer = Scorer.for_data(opts["data"], opts["data_root"], opts["extractor_steps"])
     seed_runs = {training_seed_recipe(s): seed_run(runs, s) for s in opts["training_seeds"]}
+    seed_runs |= {
+        training_seed_recipe(s, PEER): seed_run(runs, s, "peer") for s in opts["peer_seeds"]
+    }
     score_runs(
         {PEER: runs / "peer", OURS: runs / "catdiff", **seed_runs},
         runs / "scores",

@@ -180,7 +180,13 @@ def train(
             if snapshot_now:
                 snapshot = {"ema": ema.state_dict(), "step": step, "images_seen": step * batch}
                 _atomic_save(
-                    {**snapshot, "wall_s": wall, "recipe": RECIPE, "unet": UNET_CONFIG},
+                    {
+                        **snapshot,
+                        "wall_s": wall,
+                        "seed": seed,
+                        "recipe": RECIPE,
+                        "unet": UNET_CONFIG,
+                    },
                     out / "snapshots" / f"step{step:06d}.pt",
                 )
                 _append_csv(

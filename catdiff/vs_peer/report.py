@@ -26,6 +26,7 @@ from catdiff.vs_peer.score import (
     OURS,
     PEER,
     PEER_OUR_SAMPLER,
+    is_peer,
     is_seed_run,
     read_scores,
     samples_path,
@@ -127,7 +128,7 @@ def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, An
         result["why"].append(f"the budget is {budget:,} images; " + " and ".join(short))
         return result
     result["kid_ratio"] = ours_final["kid"]["mean"] / peer_final["kid"]["mean"]
-    result["over_training_seeds"] = over_training_seeds(runs, budget, peer_final["kid"]["mean"])
+    result["over_training_seeds"] = over_training_seeds(runs, budget)
     target = peer_final["kid"]["mean"]
     reached = next((line for line in ours if line["kid"]["mean"] <= target), None)
     result["peer_final"] = peer_final
@@ -143,27 +144,38 @@ def headline(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, An
 
 
 def over_training_seeds(
-    runs: dict[str, list[dict[str, Any]]], budget: int, peer_kid: float
+    runs: dict[str, list[dict[str, Any]]], budget: int
 ) -> dict[str, Any] | None:
-    """catdiff's final KID at ``budget`` over its training runs (the curves' run and the
-    ``ours_seeds`` reruns): each run's KID (its mean over sampling seeds), their mean, the
-    std across runs and the mean's ratio to ``peer_kid``, the peer's final KID. None unless
-    the curves' run and at least one rerun reached the budget."""
-    finals = {
-        recipe: lines[-1]
-        for recipe, lines in runs.items()
-        if (recipe == OURS or is_seed_run(recipe)) and lines and lines[-1]["images_seen"] == budget
-    }
-    if len(finals) < 2 or OURS not in finals:
+    """Each recipe's final KID at ``budget`` over its training runs (the curves' run and the
+    reruns of ``ours_seeds`` / ``peer_seeds``): each run's KID (its mean over sampling seeds),
+    their mean and std across runs (None for one run), and catdiff's mean over the peer's mean,
+    per catdiff run too. None unless one recipe has a rerun at the budget beside its main run."""
+    sides = {}
+    for main in (OURS, PEER):
+        finals = {
+            recipe: float(lines[-1]["kid"]["mean"])
+            for recipe, lines in runs.items()
+            if is_peer(recipe) == (main == PEER)
+            and (recipe == main or is_seed_run(recipe))
+            and lines
+            and lines[-1]["images_seen"] == budget
+        }
+        if main not in finals:
+            return None
+        kids = np.array(list(finals.values()))
+        sides[main] = {
+            "runs": finals,
+            "mean": float(kids.mean()),
+            "std": float(kids.std(ddof=1)) if len(kids) > 1 else None,
+        }
+    ours, theirs = sides[OURS], sides[PEER]
+    if len(ours["runs"]) < 2 and len(theirs["runs"]) < 2:
         return None
-    kids = np.array([line["kid"]["mean"] for line in finals.values()])
-    mean = float(kids.mean())
     return {
-        "runs": {recipe: float(k) for recipe, k in zip(finals, kids)},
-        "mean": mean,
-        "std": float(kids.std(ddof=1)),
-        "ratio": mean / peer_kid,
-        "ratios": [float(k) / peer_kid for k in kids],
+        **ours,
+        "ratio": ours["mean"] / theirs["mean"],
+        "ratios": [k / theirs["mean"] for k in ours["runs"].values()],
+        "peer": theirs,
     }
 
 
@@ -349,8 +361,21 @@ def _seeds_note(*lines: dict[str, Any]) -> str:
 
 
 def _run_name(recipe: str) -> str:
-    """'training seed K' for a rerun, "the curves' run" for catdiff's main run."""
-    return "the curves' run" if recipe == OURS else recipe[len(OURS) :].strip(" ()")
+    """'training seed K' for a rerun, "the curves' run" for a recipe's main run."""
+    return "the curves' run" if recipe in (OURS, PEER) else recipe.split("(", 1)[1].rstrip(")")
+
+
+def _runs(side: dict[str, Any]) -> str:
+    return f"{len(side['runs'])} run" + ("s" if len(side["runs"]) > 1 else "")
+
+
+def _over_runs(side: dict[str, Any]) -> str:
+    """'mean ± std (std across runs; the curves' run k; training seed 1 k)', or for one run
+    its KID and that its spread over training seeds is not measured."""
+    if side["std"] is None:
+        return f"{side['mean']:.4g} (one run: its spread over training seeds is not measured)"
+    per_run = "; ".join(f"{_run_name(recipe)} {kid:.4f}" for recipe, kid in side["runs"].items())
+    return f"{side['mean']:.4g} ± {side['std']:.2g} (std across runs; {per_run})"
 
 
 def _fid(line: dict[str, Any]) -> str:
@@ -404,17 +429,15 @@ def markdown(
         )
     seeds = head.get("over_training_seeds")
     if seeds is not None:
-        per_run = "; ".join(
-            f"{_run_name(recipe)} {kid:.4f}" for recipe, kid in seeds["runs"].items()
-        )
+        theirs = seeds["peer"]
         out.append(
-            f"- **Over {len(seeds['runs'])} training runs of catdiff's recipe** (the same "
-            f"experiment at other `seed=`, each final sampled like the one above): KID "
-            f"{seeds['mean']:.4g} ± {seeds['std']:.2g} (std across runs; {per_run}), ratio to "
-            f"the peer **{seeds['ratio']:.2f}**, per run "
+            "- **Over training runs** (a recipe trained again at other `seed=`, each final "
+            f"sampled like the one above): catdiff's recipe over {_runs(seeds)}: KID "
+            f"{_over_runs(seeds)}; the peer's over {_runs(theirs)}: KID "
+            f"{_over_runs(theirs)}. Ratio of the means **{seeds['ratio']:.2f}**; "
+            "catdiff's runs one by one against the peer's mean: "
             + ", ".join(f"{r:.2f}" for r in seeds["ratios"])
-            + ". The recipe's KID is this mean: one training run is one draw from it. The peer "
-            "was trained once, so its own spread over training seeds is not measured."
+            + ". A recipe's KID is its mean: one training run is one draw from it."
         )
     if head["time_ratio"] is not None:
         r, p = head["ours_reaches_peer"], head["peer_final"]

@@ -1,7 +1,7 @@
 """Score every snapshot of the two runs with catdiff's metrics, off the training clock.
 
 ``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000] [finals_only=true]
-[ours_seeds=RUN_DIR,RUN_DIR]``
+[ours_seeds=RUN_DIR,RUN_DIR] [peer_seeds=DIR,DIR]``
 
 For each snapshot (the peer's ``DIR/snapshots/step*.pt``, ours ``RUN_DIR/snapshots/step*.ckpt``):
 ``n`` samples (``final_n`` at ``final_step``, the end of training; by default each run's last
@@ -66,6 +66,9 @@ OPTIONS: dict[str, Any] = {
     # separated: only their finals are scored (final_n x final_seeds), as recipes named
     # "catdiff (training seed K)", so the report gives the recipe's KID over training seeds.
     "ours_seeds": None,
+    # The same for the peer: its recipe trained again (`python -m catdiff.vs_peer.peer seed=K`),
+    # scored as "diffusers (training seed K)", so that both sides of the ratio are means.
+    "peer_seeds": None,
     # Only the finals: e.g. final_n=5000 final_seeds=10 finals_only=true, a less noisy KID of
     # the end of training at a seed nothing was tuned on, without rescoring the curves.
     "finals_only": False,
@@ -246,7 +249,7 @@ def score_runs(
         if (recipe, snap["step"], count, job_seed) in seen:
             continue
         start = time.perf_counter()
-        if recipe == PEER:
+        if is_peer(recipe):
             samples, nfe = sample_peer(snap["path"], count, job_seed)
             sampler_name, how = "ddim", "diffusers DDIMScheduler.from_config, eta 0"
             how_spaced = peer.ddim_spacing()
@@ -299,35 +302,56 @@ def _append(path: Path, line: dict[str, Any]) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-SEED_RUN = f"{OURS} (training seed "
-
-
-def training_seed_recipe(seed: int) -> str:
-    """The recipe name of another training run of catdiff's recipe, at training ``seed``."""
-    return f"{SEED_RUN}{seed})"
+def training_seed_recipe(seed: int, base: str = OURS) -> str:
+    """The recipe name of another training run of ``base``'s recipe, at training ``seed``."""
+    return f"{base} (training seed {seed})"
 
 
 def is_seed_run(recipe: str) -> bool:
-    """A finals-only rerun of catdiff's recipe at another training seed (``ours_seeds``)."""
-    return recipe.startswith(SEED_RUN)
+    """A finals-only rerun of either recipe at another training seed (``ours_seeds`` or
+    ``peer_seeds``)."""
+    return any(recipe.startswith(f"{base} (training seed ") for base in (OURS, PEER))
 
 
-def training_seed_runs(folders: str | None) -> dict[str, Path]:
-    """``ours_seeds=DIR,DIR``: {training_seed_recipe(seed): run} with each run's ``seed`` read
-    from its config.yaml."""
+def is_peer(recipe: str) -> bool:
+    """The peer's recipe: its main run or a rerun at another training seed."""
+    return recipe == PEER or recipe.startswith(f"{PEER} (training seed ")
+
+
+def _seed_of_ours(folder: Path) -> int:
+    config = folder / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"ours_seeds: {config} does not exist (a catdiff run folder has one)")
+    seed = OmegaConf.load(config).get("seed")
+    if not isinstance(seed, int):
+        raise UserError(f"ours_seeds: {config} has no integer `seed`")
+    return seed
+
+
+def _seed_of_peer(folder: Path) -> int:
+    snaps = snapshots_of(folder) if folder.is_dir() else []
+    if not snaps:
+        raise UserError(f"peer_seeds: {folder} has no snapshot (a peer run folder has them)")
+    last = snaps[-1]["path"]
+    seed = torch.load(last, map_location="cpu", weights_only=False).get("seed")
+    if not isinstance(seed, int):
+        raise UserError(f"peer_seeds: {last} does not record its training `seed`")
+    return seed
+
+
+def training_seed_runs(folders: str | None, base: str = OURS) -> dict[str, Path]:
+    """``ours_seeds=DIR,DIR`` (``base`` OURS) or ``peer_seeds=DIR,DIR`` (``base`` PEER):
+    {training_seed_recipe(seed, base): run}, each run's seed read from its config.yaml (catdiff)
+    or its last snapshot (the peer)."""
+    key, seed_of = ("ours_seeds", _seed_of_ours) if base == OURS else ("peer_seeds", _seed_of_peer)
     runs: dict[str, Path] = {}
     for folder in (f.strip() for f in (folders or "").split(",")):
         if not folder:
             continue
-        config = Path(folder) / "config.yaml"
-        if not config.is_file():
-            raise UserError(f"ours_seeds: {config} does not exist (a catdiff run folder has one)")
-        seed = OmegaConf.load(config).get("seed")
-        if not isinstance(seed, int):
-            raise UserError(f"ours_seeds: {config} has no integer `seed`")
-        recipe = training_seed_recipe(seed)
+        seed = seed_of(Path(folder))
+        recipe = training_seed_recipe(seed, base)
         if recipe in runs:
-            raise UserError(f"ours_seeds: {runs[recipe]} and {folder} both have seed={seed}")
+            raise UserError(f"{key}: {runs[recipe]} and {folder} both have seed={seed}")
         runs[recipe] = Path(folder)
     return runs
 
@@ -335,7 +359,9 @@ def training_seed_runs(folders: str | None) -> dict[str, Path]:
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     opts = parse(argv, OPTIONS, "catdiff.vs_peer.score", required=["peer", "ours", "out"])
-    seed_runs = training_seed_runs(opts["ours_seeds"])
+    seed_runs = training_seed_runs(opts["ours_seeds"]) | training_seed_runs(
+        opts["peer_seeds"], PEER
+    )
     scorer = Scorer.for_data(opts["data"], opts["data_root"], opts["extractor_steps"])
     score_runs(
         {PEER: Path(opts["peer"]), OURS: Path(opts["ours"]), **seed_runs},
