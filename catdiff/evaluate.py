@@ -33,6 +33,7 @@ from catdiff.metrics import (
     inception_extractor,
     load_extractor,
 )
+from catdiff.metrics.detail import detail_ratio
 from catdiff.metrics.nll import nll_bpd
 from catdiff.metrics.spaces import spaces_of
 from catdiff.sample import generate, load_checkpoint, load_model, make_sampler, pick_device
@@ -90,7 +91,8 @@ def score(
     cache_dir: Path,
     device: torch.device,
 ) -> dict[str, Any]:
-    """FID and KID of uint8 samples against a reference split, per comparable space."""
+    """FID, KID and the detail ratio (catdiff.metrics.detail) of uint8 samples against a
+    reference split, per comparable space."""
     if reference not in data:
         raise UserError(f"reference={reference} must be train or test")
     space_args = {
@@ -101,7 +103,7 @@ def score(
     fake = spaces_of(samples, **space_args)
     real = spaces_of(data[reference], **space_args)
     train = spaces_of(data["train"], **space_args) if reference != "train" else real
-    out: dict[str, Any] = {"fid": {}, "kid": {}, "extractor": {}}
+    out: dict[str, Any] = {"fid": {}, "kid": {}, "detail": {}, "extractor": {}}
     for space in fake:
         extractor = extractor_for(train[space], metrics, cache_dir).to(device)
         result = fid_kid(
@@ -113,6 +115,7 @@ def score(
         )
         out["fid"][space] = result["fid"]
         out["kid"][space] = {"mean": result["kid_mean"], "std": result["kid_std"]}
+        out["detail"][space] = detail_ratio(fake[space], real[space])
         out["extractor"][space] = extractor.info()
     return out
 
@@ -219,6 +222,8 @@ def summary_line(result: dict[str, Any], out: Path) -> str:
     for space, fid in result.get("fid", {}).items():
         kid = result["kid"][space]
         parts.append(f"FID[{space}] {fid:.2f}  KID[{space}] {kid['mean']:.4f}+-{kid['std']:.4f}")
+        if space in result.get("detail", {}):
+            parts.append(f"detail[{space}] {result['detail'][space]:.2f}")
     if "nll" in result:
         parts.append(f"NLL {result['nll']['bpd']:.3f}+-{result['nll']['se']:.3f} bits/dim")
     return " | ".join(parts) + f"  ({result['wall_time_s']['total']:.0f} s): {out}/metrics.json"

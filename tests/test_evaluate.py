@@ -63,6 +63,10 @@ def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Pat
     assert samples.shape == (40, 1, 28, 28) and samples.dtype == torch.uint8
     assert (out / "grid.png").is_file() and (out / "zoom.png").is_file()
     assert "FID[gray]" in proc.stdout
+    # the detail ratio is taken in each space too, and printed
+    assert set(metrics["detail"]) == {"gray", "edges"}
+    assert all(math.isfinite(v) and v > 0 for v in metrics["detail"].values())
+    assert f"detail[gray] {metrics['detail']['gray']:.2f}" in proc.stdout
 
     # Same options again: the cached extractors are reused and the numbers repeat exactly.
     again = tmp_path / "again"

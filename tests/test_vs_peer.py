@@ -11,6 +11,7 @@ import torch
 
 from catdiff.errors import UserError
 from catdiff.metrics.copying import copying, nearest_distances
+from catdiff.metrics.detail import laplacian_energy
 from catdiff.sample import load_checkpoint, load_model
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import parse
@@ -123,6 +124,11 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     assert final["nfe"] == 4 and final["sampler"] == "dpm_solver"
     # each line says how its sampler spaced its steps: the recipe's logsnr, the peer's DDIM
     assert final["spacing"] == "logsnr"
+    # the detail ratio: the samples' Laplacian energy over the training faces'
+    saved = torch.load(samples_path(out / "samples", OURS, 20, 12, final["seed"]))
+    assert final["detail"] == pytest.approx(
+        laplacian_energy(saved) / laplacian_energy(data["train"])
+    )
     assert next(s for s in scores if s["recipe"] == PEER)["spacing"] == "leading"
     assert (
         final["kid"]["mean"] == final["kid"]["mean"] and 0 <= final["copying"]["rate_samples"] <= 1
@@ -171,7 +177,7 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     text = report.read_text()
     assert "setup text" in text and "catdiff's last scored snapshot is at 320 images" in text
     assert "| 0.0 min |" in text and "| 0.1 min |" in text  # 256/64 s and 320/160 s idle
-    assert "| 12 × 2 seeds |" in text
+    assert "| 12 × 2 seeds |" in text and "detail (faces: 1)" in text
     for figure in ("kid_vs_images", "kid_vs_wall", "kid_vs_idle_time", "samples", "nearest"):
         assert (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
 

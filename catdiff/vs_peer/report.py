@@ -90,6 +90,8 @@ def over_seeds(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "median_nn_samples": float(np.mean([c["median_nn_samples"] for c in copy])),
         },
     }
+    if all("detail" in by_seed[s] for s in seeds):
+        merged["detail"] = float(np.mean([by_seed[s]["detail"] for s in seeds]))
     if all("sample_s" in by_seed[s] for s in seeds):
         merged["sample_s"] = float(np.mean([by_seed[s]["sample_s"] for s in seeds]))
     return merged
@@ -340,6 +342,7 @@ def _row(line: dict[str, Any]) -> list[str]:
         _fid(line),
         f"{c['rate_samples']:.1%} (± {c['rate_se']:.1%})",
         f"{c['median_nn_samples']:.2f}",
+        f"{line['detail']:.2f}" if "detail" in line else "-",
         f"{line['sample_s'] / line['n'] * 1000:.0f} ms" if "sample_s" in line else "-",
     ]
 
@@ -402,6 +405,7 @@ HEADER = [
     "FID",
     "below held-out 5% NN distance",
     "median NN distance",
+    "detail (faces: 1)",
     "sampling per image",
 ]
 
@@ -496,6 +500,9 @@ def markdown(
         "Copying: the share of samples whose nearest training face (mirrors included) is closer "
         "than 95% of held-out real faces are to theirs; held-out faces score 5% by construction, "
         "so a rate well above 5% means copying.",
+        "",
+        "Detail: the samples' mean squared Laplacian over the training faces' "
+        "(catdiff.metrics.detail); below 1 the samples are smoother than the faces.",
         "",
         "### Every snapshot",
         "",

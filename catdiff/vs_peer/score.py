@@ -30,6 +30,7 @@ from catdiff.errors import UserError
 from catdiff.evaluate import CONF as EVALUATE_CONF
 from catdiff.evaluate import extractor_for
 from catdiff.metrics.copying import copying
+from catdiff.metrics.detail import laplacian_energy
 from catdiff.metrics.fid import fid_kid, real_features
 from catdiff.vs_peer import peer
 from catdiff.vs_peer.cli import one_line_errors, parse
@@ -170,6 +171,7 @@ class Scorer:
         self.real = real_features(self.extractor, train)
         self.train, self.test = train, test
         self.kid_subsets = metrics.kid_subsets
+        self.train_detail = laplacian_energy(train)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, Any]:
         result = fid_kid(self.extractor, self.real, samples, kid_subsets=self.kid_subsets)
@@ -178,6 +180,7 @@ class Scorer:
             "fid": result["fid"],
             "kid_subset_size": result["kid_subset_size"],
             "copying": copying(samples, self.train, self.test),
+            "detail": laplacian_energy(samples) / self.train_detail,
         }
 
     @classmethod
