@@ -19,6 +19,7 @@ from catdiff.vs_peer.data import training_images
 from catdiff.vs_peer.report import (
     at_equal_images,
     curves,
+    detail_vs_kid,
     headline,
     markdown,
     write_report,
@@ -178,7 +179,9 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     assert "setup text" in text and "catdiff's last scored snapshot is at 320 images" in text
     assert "| 0.0 min |" in text and "| 0.1 min |" in text  # 256/64 s and 320/160 s idle
     assert "| 12 × 2 seeds |" in text and "detail (faces: 1)" in text
-    for figure in ("kid_vs_images", "kid_vs_wall", "kid_vs_idle_time", "samples", "nearest"):
+    figures = ("kid_vs_images", "kid_vs_wall", "kid_vs_idle_time", "samples", "nearest")
+    # the peer's final is at the budget, sampled at 2 seeds and once with catdiff's sampler
+    for figure in (*figures, "detail_vs_kid"):
         assert (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
 
 
@@ -226,6 +229,15 @@ def test_a_final_scored_at_several_seeds_counts_as_their_mean() -> None:
     assert [line["kid"]["mean"] for line in runs[OURS]] == [9.0, pytest.approx(2.0)]
     assert "seeds" not in runs[PEER][-1]  # one seed: the line as scored
     assert headline(runs, budget=128000)["kid_ratio"] == pytest.approx(2.0 / 3.0)
+
+
+def test_kid_against_detail_needs_two_finals_at_the_budget(tmp_path: Path) -> None:
+    one = {PEER: [_line(PEER, 2000, 3.0, 1200) | {"detail": 0.9}]}
+    assert detail_vs_kid(one, None, 128000, tmp_path / "a.png") is None
+    two = one | {OURS: [_line(OURS, 2000, 1.0, 400) | {"detail": 0.95}]}
+    assert detail_vs_kid(two, None, 64000, tmp_path / "b.png") is None  # not at the budget
+    assert "Every final at 128,000 images" in detail_vs_kid(two, None, 128000, tmp_path / "c.png")
+    assert (tmp_path / "c.png").is_file() and not (tmp_path / "b.png").exists()
 
 
 def test_the_recipes_kid_over_training_seeds_is_the_mean_of_each_runs_final() -> None:
@@ -336,6 +348,9 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
     assert "| 8 × 2 seeds |" in text
     assert "catdiff's recipe over 2 runs" in text and "the peer's over 2 runs" in text
     assert text.count("training seed 7") >= 2
+    # both recipes' finals (2 runs x 2 sampling seeds each) against their detail ratio
+    assert "KID against fine detail, every final" in text
+    assert (tmp_path / "report" / "figures" / "detail_vs_kid.png").is_file()
     config = (tmp_path / "runs" / "catdiff_seed7" / "config.yaml").read_text()
     assert "seed: 7" in config
     assert training_seed_runs(str(tmp_path / "runs" / "peer_seed7"), PEER)
