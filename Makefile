@@ -56,7 +56,7 @@ report:  ## example report of the committed fixture runs (made-up eval values) i
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.report tests/fixtures/runs/loss_sweep/multirun_2030-01-01_00-00-00 \
 		out=$(REPORT_OUT) $(ARGS)
 
-vs-peer:  ## catdiff's recommended recipe vs diffusers' standard one, same data, 384k images each: experiments/vs_diffusers/REPORT.md (~10 h on 2 cores; resumable; ARGS="key=value ...")
+vs-peer:  ## catdiff's recommended recipe vs diffusers' standard one, same data, 384k images each: experiments/vs_diffusers/REPORT.md (~10.5 h on 2 cores; resumable; ARGS="key=value ...")
 	CATDIFF_DATA_ROOT=$${CATDIFF_DATA_ROOT:-$(DATA_ROOT)} OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.vs_peer $(ARGS)
 
 clean:  ## remove run outputs and caches (not the venv)

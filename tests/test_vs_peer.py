@@ -145,29 +145,20 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
         (OURS, 20, 16, 3),
         (PEER, 4, 16, 3),
     ]
-    # a rerun at another training seed: its final only, whatever finals_only says
-    rerun = training_seed_recipe(5)
+    # reruns at another training seed: their finals only, whatever finals_only says; the
+    # peer's is sampled the peer's way (its DDIM)
+    rerun, peer_rerun = training_seed_recipe(5), training_seed_recipe(5, PEER)
     seeded = score_runs(
-        {rerun: runs[OURS]},
+        {rerun: runs[OURS], peer_rerun: runs[PEER]},
         tmp_path / "seeded",
         scorer,
         final_n=12,
         steps=4,
-        finals_only_of={rerun},
+        finals_only_of={rerun, peer_rerun},
     )
-    assert [(s["recipe"], s["step"], s["n"]) for s in seeded[1:]] == [(rerun, 20, 12)]
-    # the peer's rerun is sampled the peer's way (its DDIM), its final only
-    peer_rerun = training_seed_recipe(5, PEER)
-    peer_seeded = score_runs(
-        {peer_rerun: runs[PEER]},
-        tmp_path / "peer_seeded",
-        scorer,
-        final_n=12,
-        steps=4,
-        finals_only_of={peer_rerun},
-    )
-    assert [(s["recipe"], s["step"], s["sampler"], s["nfe"]) for s in peer_seeded[1:]] == [
-        (peer_rerun, 4, "ddim", 50)
+    assert [(s["recipe"], s["step"], s["n"], s["sampler"], s["nfe"]) for s in seeded[1:]] == [
+        (rerun, 20, 12, "dpm_solver", 4),
+        (peer_rerun, 4, 12, "ddim", 50),
     ]
     (out / "speed.json").write_text(
         '{"threads": 2, "img_per_s": {"diffusers": 64, "catdiff": 160}}'

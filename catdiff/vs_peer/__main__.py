@@ -15,10 +15,10 @@ Run it again after an interruption: finished runs and scored snapshots are kept,
 training resumes from its last save. ``train=false`` only scores and reports.
 On this 2-core CPU the default budget takes about 6 hours (the peer is the long pole: 3 h of
 training on one thread beside catdiff, then about 55 min of DDIM-50 sampling to score it). The
-extra training seeds add about 4 h: catdiff's seeds 1 and 2 side by side took 47-50 min here;
+extra training seeds add about 4.5 h: catdiff's seeds 1 and 2 side by side took 47-50 min here;
 then catdiff's seed 3 runs beside the peer's seed 1, which takes as long as the peer's first
 run (3 h on one thread); each catdiff final takes about 3.5 min to score at three sampling seeds,
-the peer's about 11.
+the peer's about 25 (its seed-1 rerun's took 24 min here).
 """
 
 from __future__ import annotations

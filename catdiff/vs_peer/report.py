@@ -26,9 +26,9 @@ from catdiff.vs_peer.score import (
     OURS,
     PEER,
     PEER_OUR_SAMPLER,
-    is_peer,
     is_seed_run,
     read_scores,
+    recipe_family,
     samples_path,
 )
 
@@ -158,10 +158,7 @@ def over_training_seeds(
         finals = {
             recipe: float(lines[-1]["kid"]["mean"])
             for recipe, lines in runs.items()
-            if is_peer(recipe) == (main == PEER)
-            and (recipe == main or is_seed_run(recipe))
-            and lines
-            and lines[-1]["images_seen"] == budget
+            if recipe_family(recipe) == main and lines and lines[-1]["images_seen"] == budget
         }
         if main not in finals:
             return None
@@ -268,9 +265,7 @@ def detail_vs_kid(
             continue
         details = last.get("detail_per_seed", [last["detail"]])
         kids = last["kid"].get("per_seed", [last["kid"]["mean"]])
-        family = (
-            PEER if is_peer(recipe) else OURS if recipe == OURS or is_seed_run(recipe) else recipe
-        )
+        family = recipe_family(recipe) or recipe
         points.setdefault(family, []).extend(zip(details, kids, strict=True))
     if sum(len(p) for p in points.values()) < 2:
         return None

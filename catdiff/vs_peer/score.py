@@ -310,15 +310,24 @@ def training_seed_recipe(seed: int, base: str = OURS) -> str:
     return f"{base} (training seed {seed})"
 
 
+def recipe_family(recipe: str) -> str | None:
+    """PEER or OURS for a recipe's main run and its reruns at other training seeds; None for
+    anything else (other catdiff variants, the peer's net through catdiff's sampler)."""
+    for base in (OURS, PEER):
+        if recipe == base or recipe.startswith(f"{base} (training seed "):
+            return base
+    return None
+
+
 def is_seed_run(recipe: str) -> bool:
     """A finals-only rerun of either recipe at another training seed (``ours_seeds`` or
     ``peer_seeds``)."""
-    return any(recipe.startswith(f"{base} (training seed ") for base in (OURS, PEER))
+    return recipe_family(recipe) is not None and recipe not in (OURS, PEER)
 
 
 def is_peer(recipe: str) -> bool:
     """The peer's recipe: its main run or a rerun at another training seed."""
-    return recipe == PEER or recipe.startswith(f"{PEER} (training seed ")
+    return recipe_family(recipe) == PEER
 
 
 def _seed_of_ours(folder: Path) -> int:
