@@ -221,6 +221,7 @@ SAMPLE_VARIANTS = tuple(
         ("default", "ddim", 20),
         ("default", "dpm", 20),
         ("recommended", "dpm", 20),
+        ("recommended", "dpm", 25),  # the recipe's own sampler (conf/experiment/recommended.yaml)
     )
     for p in PRECISIONS
 )

@@ -31,6 +31,7 @@ from catdiff.vs_peer.score import (
     Scorer,
     is_peer,
     is_seed_run,
+    recipe_sampler,
     samples_path,
     score_runs,
     snapshots_of,
@@ -153,11 +154,13 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
         tmp_path / "seeded",
         scorer,
         final_n=12,
-        steps=4,
         finals_only_of={rerun, peer_rerun},
     )
+    # no sampler= or steps=: catdiff's runs are sampled the way its experiment file says
+    name, steps = recipe_sampler()
+    assert f"(steps={steps}," in seeded[1]["sampler_config"]
     assert [(s["recipe"], s["step"], s["n"], s["sampler"], s["nfe"]) for s in seeded[1:]] == [
-        (rerun, 20, 12, "dpm_solver", 4),
+        (rerun, 20, 12, name, seeded[1]["nfe"]),
         (peer_rerun, 4, 12, "ddim", 50),
     ]
     (out / "speed.json").write_text(
@@ -185,6 +188,13 @@ def _line(recipe: str, step: int, kid: float, wall: float) -> dict:
         "n": 100,
         "kid": {"mean": kid, "std": 0.1},
     }
+
+
+def test_the_recipe_is_sampled_the_way_its_experiment_file_says() -> None:
+    # the seed's experiment: ancestral sampling through all T steps
+    assert recipe_sampler("baseline") == ("ddpm", 1000)
+    name, steps = recipe_sampler()
+    assert name == "dpm_solver" and steps <= 25  # the budget of network evaluations
 
 
 def test_headline_ratios() -> None:

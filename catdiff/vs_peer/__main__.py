@@ -46,8 +46,9 @@ OPTIONS: dict[str, Any] = {
     # The peer's recipe trained again at these seeds, beside catdiff's extra seeds, so that the
     # ratio is one of means on both sides. Empty: none.
     "peer_seeds": (1,),
-    "sampler": "dpm_solver",
-    "sampler_steps": 20,
+    # catdiff's sampler and its steps; unset: conf/experiment/recommended.yaml's
+    "sampler": None,
+    "sampler_steps": 0,
     "train": True,
     "extractor_steps": 0,  # 0: the catdiff extractor's default training (tests use fewer)
     "data": "catfaces",

@@ -49,8 +49,9 @@ OPTIONS: dict[str, Any] = {
     # The final snapshots' sampling seeds (empty: `seed`). Near the real-face floor KID moves
     # with the seed by more than its subset std: the report averages the final over these.
     "final_seeds": (),
-    "sampler": "dpm_solver",
-    "steps": 20,
+    # catdiff's sampler and its steps; unset: conf/experiment/recommended.yaml's (recipe_sampler)
+    "sampler": None,
+    "steps": 0,
     "spacing": None,  # None: the sampler's default (dpm_solver: logsnr)
     "extractor_steps": 0,
     "data": "catfaces",
@@ -211,8 +212,8 @@ def score_runs(
     n: int = 500,
     final_n: int = 1000,
     seed: int = 0,
-    sampler: str = "dpm_solver",
-    steps: int = 20,
+    sampler: str | None = None,
+    steps: int | None = None,
     final_step: int | None = None,
     spacing: str | None = None,
     peer_with_our_sampler: bool = False,
@@ -227,7 +228,11 @@ def score_runs(
     at ``seed`` for the others (none with ``finals_only``, nor for the recipes of
     ``finals_only_of``). ``peer_with_our_sampler``: the peer's
     final snapshot is also sampled with catdiff's sampler (recipe ``PEER_OUR_SAMPLER``).
+    ``sampler`` and ``steps`` unset: the recipe's own (:func:`recipe_sampler`).
     """
+    if sampler is None or not steps:
+        recipe_name, recipe_steps = recipe_sampler()
+        sampler, steps = sampler or recipe_name, steps or recipe_steps
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     lines_path = out / "scores.jsonl"
@@ -286,6 +291,17 @@ def score_runs(
             file=sys.stderr,
         )
     return read_scores(lines_path)
+
+
+def recipe_sampler(experiment: str = "recommended") -> tuple[str, int]:
+    """The sampler (its conf/sampler/ name) and steps (DDPM's: every one of the T) that
+    ``experiment=<experiment>`` samples with: one place, the experiment file, says how the
+    comparison samples catdiff's recipe."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(EVALUATE_CONF.parent), version_base="1.3"):
+        cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
+    return str(cfg.hydra.runtime.choices.sampler), int(cfg.sampler.get("steps") or cfg.diffusion.T)
 
 
 def samples_path(folder: Path, recipe: str, step: int, n: int, seed: int = 0) -> Path:
