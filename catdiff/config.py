@@ -97,6 +97,7 @@ _ANY_TYPE = {
     "trainer.val_check_interval",
     "trainer.limit_val_batches",
     "trainer.limit_train_batches",
+    "module.channels_last",  # auto, true or false (resolve_channels_last checks it)
 }
 
 
@@ -181,7 +182,9 @@ def check_devices(trainer: DictConfig) -> None:
         return  # "auto", -1, a list of ids: Lightning checks those
     import torch
 
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    from catdiff.lightning.precision import uses_gpu
+
+    if uses_gpu(accelerator):
         found = torch.cuda.device_count()
         if devices > found:
             raise UserError(
@@ -195,6 +198,20 @@ def check_devices(trainer: DictConfig) -> None:
                 f"trainer.devices={devices} CPU processes but this machine has {cores} cores: "
                 f"use trainer.devices<={cores}"
             )
+
+
+def resolve_channels_last(cfg: DictConfig) -> None:
+    """Replace ``module.channels_last=auto`` by true or false for the resolved precision (so the
+    run's config.yaml records what ran); a value other than auto/true/false is a UserError."""
+    value = cfg.module.get("channels_last", False)
+    if isinstance(value, bool):
+        return
+    if value != "auto":
+        raise UserError(f"module.channels_last={value} must be auto, true or false")
+    from catdiff.lightning.precision import auto_channels_last
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    cfg.module.channels_last = auto_channels_last(accelerator, str(cfg.trainer.precision))
 
 
 # ------------------------------------------------------------------------ identity

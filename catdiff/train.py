@@ -31,7 +31,14 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
-from catdiff.config import build, check_devices, check_override_types, run_identity, to_plain
+from catdiff.config import (
+    build,
+    check_devices,
+    check_override_types,
+    resolve_channels_last,
+    run_identity,
+    to_plain,
+)
 from catdiff.errors import UserError
 
 log = logging.getLogger("catdiff.train")
@@ -134,6 +141,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         from catdiff.lightning.precision import auto_precision
 
         cfg.trainer.precision = auto_precision(cfg.trainer.accelerator)
+    resolve_channels_last(cfg)
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_root, cfg.name)
     own_last = run_dir / "checkpoints" / "last.ckpt"

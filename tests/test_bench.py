@@ -134,6 +134,12 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
     plain = figures["train/default/bf16/adamw@beside-variants"]
     assert fused["extra"]["vs_plain"] == pytest.approx(fused["median"] / plain["median"], rel=1e-2)
     assert "timed beside it" in fused["label"]
+    # the headline steps use training's default layout (module.channels_last=auto): channels_last
+    # in fp32 only; the other layout is a variant timed beside the default step
+    assert figures["train/default/fp32/adamw"]["label"].endswith(", channels_last")
+    assert "channels_last" not in figures["train/default/bf16/adamw"]["label"]
+    assert "vs_plain" in figures["train/default/fp32/adamw/contiguous"]["extra"]
+    assert "channels_last" in figures["train/default/bf16/adamw/channels-last"]["label"]
     assert figures["data/cold"]["extra"]["x_train"] > 0
     assert "overhead_ms" in figures["lightning/trainer"]["extra"]
 

@@ -52,7 +52,10 @@ def test_train_writes_checkpoint_grid_config_and_metrics(trained_run: Path) -> N
     from catdiff.lightning.precision import auto_precision
 
     # trainer.precision=auto (the default) is resolved and recorded, not passed on as "auto".
-    assert OmegaConf.load(trained_run / "config.yaml").trainer.precision == auto_precision("auto")
+    config = OmegaConf.load(trained_run / "config.yaml")
+    assert config.trainer.precision == auto_precision("auto")
+    # module.channels_last=auto too, for that precision (fp32 on CPU: on; bf16: off)
+    assert config.module.channels_last is (config.trainer.precision == "32-true")
     metrics = (trained_run / "csv" / "metrics.csv").read_text()
     for column in ("train/loss", "val/loss", "val/loss_t0", "lr-AdamW"):
         assert column in metrics.splitlines()[0]

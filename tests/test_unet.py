@@ -1,14 +1,16 @@
 """UNet and its blocks: shapes, t-dependence, config errors, gradients, size, bf16, layout."""
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from catdiff.errors import UserError
 from catdiff.models import UNet, count_parameters
-from catdiff.models.blocks import SelfAttention, timestep_embedding
+from catdiff.models.blocks import SelfAttention, low_precision_attention, timestep_embedding
 
 torch.set_num_threads(2)  # the machine has 2 cores shared by several people
 
@@ -184,3 +186,33 @@ def test_self_attention_matches_torch_multihead_attention() -> None:
         x.shape
     )
     torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["autocast", "cast"])
+def test_self_attention_in_bf16_on_cpu_matches_fp32(mode: str) -> None:
+    """bf16 on CPU takes low_precision_attention (explicit matmuls, fp32 softmax): under
+    autocast (training) and with the weights cast (bf16 sampling) it must agree with the fp32
+    fused kernel to bf16 accuracy, and its gradients must flow."""
+    torch.manual_seed(0)
+    attn = SelfAttention(channels=16, heads=4, norm_groups=4)
+    x = torch.randn(3, 16, 7, 7, requires_grad=True)
+    expected = attn(x)
+    if mode == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attn(x)
+    else:
+        out = copy.deepcopy(attn).to(torch.bfloat16)(x.bfloat16())
+    # autocast adds the bf16 attention onto the fp32 input: the residual sum is fp32
+    assert out.dtype == (torch.float32 if mode == "autocast" else torch.bfloat16)
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_low_precision_attention_is_attention() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v)
+    got = low_precision_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=0.03, rtol=0.02)

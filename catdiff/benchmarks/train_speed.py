@@ -48,7 +48,13 @@ def autocast(precision: str) -> contextlib.AbstractContextManager:
     raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
 
 
-def build_module(model_kwargs: dict[str, Any], optimizer: str = "adamw") -> DiffusionModule:
+# The bench's precision names as Lightning's trainer.precision.
+LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+
+
+def build_module(
+    model_kwargs: dict[str, Any], optimizer: str = "adamw", channels_last: bool = False
+) -> DiffusionModule:
     """A DiffusionModule around ``UNet(**model_kwargs)`` and the default diffusion (linear, T=1000)."""
     torch.manual_seed(0)
     return DiffusionModule(
@@ -56,6 +62,7 @@ def build_module(model_kwargs: dict[str, Any], optimizer: str = "adamw") -> Diff
         diffusion=build_diffusion(),
         optimizer=partial(torch.optim.AdamW, **ADAMW_KWARGS, **OPTIMIZERS[optimizer]),
         ema_decay=EMA_DECAY,
+        channels_last=channels_last,
     )
 
 
@@ -69,11 +76,8 @@ def train_step_fn(
     module: DiffusionModule,
     precision: str,
     batches: Callable[[], torch.Tensor],
-    channels_last: bool = False,
 ) -> Callable[[], None]:
     """One training step of ``module`` on the batch ``batches()`` returns; the optimiser is built once."""
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
     optimizer = module.configure_optimizers()
     params = list(module.model.parameters())
     steps = itertools.count()
@@ -156,7 +160,7 @@ def lightning_step_times(
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        precision="bf16-mixed" if precision == "bf16" else "32-true",
+        precision=LIGHTNING_PRECISION[precision],
         max_steps=steps + 1,
         gradient_clip_val=GRAD_CLIP,
         limit_val_batches=0,

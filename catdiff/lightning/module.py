@@ -50,6 +50,10 @@ class DiffusionModule(L.LightningModule):
         compile: run the training forward/backward through ``torch.compile(model)`` (config key
             ``module.compile``). The first steps pay the compile time; checkpoints, the EMA and
             sampling keep using the plain model, so nothing else changes.
+        channels_last: keep the network's conv weights (and so its activations) in the
+            ``channels_last`` memory format (config key ``module.channels_last``, resolved from
+            ``auto`` by :func:`catdiff.lightning.precision.auto_channels_last`). Same maths,
+            another layout for oneDNN's convolutions; checkpoints load into either layout.
     """
 
     def __init__(
@@ -66,8 +70,12 @@ class DiffusionModule(L.LightningModule):
         run_config: dict | None = None,
         seed: int = 0,
         compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:  # before the EMA copy, so both share the layout
+            model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.compile = bool(compile)
         # Not a submodule: the compiled wrapper shares model's parameters, and registering it
