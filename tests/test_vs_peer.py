@@ -31,6 +31,7 @@ from catdiff.vs_peer.score import (
     Scorer,
     is_peer,
     is_seed_run,
+    read_scores,
     recipe_sampler,
     samples_path,
     score_runs,
@@ -138,6 +139,10 @@ def test_score_and_report_end_to_end(runs, tmp_path: Path) -> None:
     # a second call scores nothing new
     again = score_runs(runs, out, scorer, n=8, final_n=12, steps=4, final_seeds=(0, 1))
     assert len(again) == len(scores)
+    # ... but one that asks for another sampler stops: the file would mix samplers
+    with pytest.raises(UserError, match=r"scores.jsonl already scores .* at 4 evaluations.*not"):
+        score_runs(runs, out, scorer, n=8, final_n=12, steps=5, final_seeds=(0, 1))
+    assert len(read_scores(out / "scores.jsonl")) == len(scores)
     # finals_only: a larger final at a fresh seed, no snapshot curve rescored
     finals = score_runs(
         runs, tmp_path / "finals", scorer, final_n=16, steps=4, final_seeds=(3,), finals_only=True

@@ -237,7 +237,7 @@ def score_runs(
     (out / "samples").mkdir(exist_ok=True)
     lines_path = out / "scores.jsonl"
     done = read_scores(lines_path)
-    seen = {(d["recipe"], d["step"], d["n"], d.get("seed", 0)) for d in done}
+    seen = {(d["recipe"], d["step"], d["n"], d.get("seed", 0)): d for d in done}
     if "held-out real faces" not in {d["recipe"] for d in done}:
         _append(lines_path, scorer.held_out_reference() | {"step": 0, "n": len(scorer.test)})
     jobs = []
@@ -253,6 +253,10 @@ def score_runs(
                 jobs.append((recipe, run, snap, final_n, s))
             if recipe == PEER and peer_with_our_sampler:
                 jobs.append((PEER_OUR_SAMPLER, run, snap, final_n, seed))
+    for recipe, _, snap, count, job_seed in jobs:  # before scoring anything new
+        scored = seen.get((recipe, snap["step"], count, job_seed))
+        if scored is not None and not is_peer(recipe):
+            _check_same_sampler(scored, sampler, steps, spacing, lines_path)
     for recipe, run, snap, count, job_seed in jobs:
         if (recipe, snap["step"], count, job_seed) in seen:
             continue
@@ -291,6 +295,25 @@ def score_runs(
             file=sys.stderr,
         )
     return read_scores(lines_path)
+
+
+def _check_same_sampler(
+    line: dict[str, Any], sampler: str, steps: int, spacing: str | None, lines_path: Path
+) -> None:
+    """A line already in ``lines_path`` is kept only if it was sampled the way this call asks:
+    resuming must not mix samplers in one scores file (a line is identified by recipe, step,
+    n and seed, not by how it was sampled)."""
+    same = line["sampler"] == sampler and (sampler == "ddpm" or line["nfe"] == steps)
+    if spacing is not None:
+        same = same and line.get("spacing") == spacing
+    if not same:
+        spaced = f", {line.get('spacing')} spacing" if spacing is not None else ""
+        raise UserError(
+            f"{lines_path} already scores {line['recipe']} step {line['step']} (n={line['n']}, "
+            f"seed {line.get('seed', 0)}) with {line['sampler']} at {line['nfe']} evaluations"
+            f"{spaced}, not {sampler} at {steps}: score into a new out= folder, or pass the "
+            "sampler= and steps= it was scored with"
+        )
 
 
 def recipe_sampler(experiment: str = "recommended") -> tuple[str, int]:
