@@ -13,7 +13,10 @@ and diffusers' UNet2DModel of the same parameter count doing the same work. Writ
 ``--out`` (default ``experiments/bench/<date>-cpu.json``) and a markdown table next to it.
 
 A benchmark, not a test: close other work first (the figures are medians, but two busy cores
-still give wrong numbers) and keep OMP_WAIT_POLICY=PASSIVE when anything else may run.
+still give wrong numbers). ``make bench`` leaves OMP_WAIT_POLICY as the environment has it:
+unset is what a training run alone on the machine gets (``catdiff.train`` sets PASSIVE only
+where processes share the cores), and PASSIVE slowed a default-model fp32 step by ~25% here.
+The report records the value.
 """
 
 from __future__ import annotations
