@@ -45,7 +45,7 @@ format:  ## apply ruff formatting and autofixes
 	$(PY) -m ruff check --fix catdiff tests
 	$(PY) -m ruff format catdiff tests
 
-bench:  ## speed vs diffusers, 12 min on 2 idle cores: JSON + markdown in experiments/bench/ (ARGS="--out PATH")
+bench:  ## speed vs diffusers, 11-16 min on 2 idle cores: JSON + markdown in experiments/bench/ (ARGS="--out PATH")
 	$(PY) -m catdiff.bench $(ARGS)
 
 bench-quick:  ## the same benchmark in < 2 min: smaller batch and chains, labelled as such

@@ -21,8 +21,10 @@ def auto_precision(accelerator: str = "auto") -> str:
     """The Lightning precision for ``accelerator`` when the config says ``auto``.
 
     bf16 autocast with fp32 master weights (``bf16-mixed``) on GPUs that support bf16 and on
-    CPUs with native bf16; ``32-true`` elsewhere. On this project's 2-core CPU bf16-mixed
-    trains the default UNet 1.7x faster (experiments/bench/2026-11-28-cpu.md).
+    CPUs with native bf16; ``32-true`` elsewhere. bf16-mixed trains the default UNet 1.45-1.7x as
+    fast as fp32 on this project's 2-core CPUs (AMD EPYC: 1.45x and 1.61x in the 2026-11-29 06:35
+    and 07:15 benches; Intel Xeon with AMX: 1.5x in experiments/bench/2026-11-28-cpu.md, 1.7x
+    through the training loop).
     """
     if uses_gpu(accelerator):
         return (
@@ -36,9 +38,10 @@ def auto_precision(accelerator: str = "auto") -> str:
 def auto_channels_last(accelerator: str, precision: str) -> bool:
     """``module.channels_last=auto`` for the resolved ``trainer.precision``: on for fp32 on CPU.
 
-    Measured on this project's CPU (2 threads, default UNet, batch 128, each pair timed
-    interleaved): channels_last made the fp32 training step 1.01-1.21x faster in four runs
-    (oneDNN's 3x3 convolutions gain more than GroupNorm loses), and the bf16 step 0.81-0.82x as
-    fast, so it stays off with bf16. GPUs were not measured: off there.
+    Measured by ``make bench`` on this project's two 2-core CPUs (an Intel Xeon with AMX, an AMD
+    EPYC without; default UNet, batch 128, each pair timed interleaved): channels_last made the
+    fp32 training step 1.01-1.21x faster in five runs (oneDNN's 3x3 convolutions gain more than
+    GroupNorm loses), and the bf16 step 0.81-0.87x as fast, so it stays off with bf16. GPUs
+    were not measured: off there.
     """
     return not uses_gpu(accelerator) and str(precision) in ("32-true", "32")

@@ -73,8 +73,8 @@ def low_precision_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
 
     torch 2.14's CPU ``scaled_dot_product_attention`` is slow in bf16 at these sizes (its
     backward ~3x the fp32 kernel's at 128 x 4 heads of 49 x 16), and casting to fp32 around it
-    costs copies. Two batched matmuls are faster: measured here (2 threads, bf16, 4 heads of 49
-    x 16), forward + backward at batch 128 under autocast 11-14 ms against 21-23 ms for fp32
+    costs copies. Two batched matmuls are faster: measured on an AMD EPYC (2 threads, bf16, 4
+    heads of 49 x 16), forward + backward at batch 128 under autocast 11-14 ms against 21-23 ms for fp32
     SDPA with the casts; forward at batch 64 with bf16 weights 2.0 ms against 3.0-3.5 ms.
     """
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
