@@ -39,13 +39,26 @@ class PoisonedAfter(torch.nn.Module):
         return out
 
 
-def make_module(model: torch.nn.Module) -> DiffusionModule:
+def make_module(model: torch.nn.Module, **options) -> DiffusionModule:
     return DiffusionModule(
         model=model,
         diffusion=GaussianDiffusion(make_betas("linear", 20)),
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3),
         sampler=DDIMSampler(steps=3),
         run_config={"note": "test"},
+        **options,
+    )
+
+
+def tiny_unet(attention_levels: tuple[int, ...] = ()) -> UNet:
+    """The same few-thousand-parameter UNet on every call (seeded)."""
+    torch.manual_seed(0)
+    return UNet(
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_levels=attention_levels,
+        norm_groups=4,
     )
 
 
@@ -104,17 +117,7 @@ def test_sample_uses_ema_weights_and_is_seeded() -> None:
 
 @pytest.mark.slow  # torch.compile takes minutes on 2 cores
 def test_compiled_training_matches_eager_and_keeps_checkpoint_keys(tmp_path: Path) -> None:
-    def tiny() -> UNet:
-        torch.manual_seed(0)
-        return UNet(
-            base_channels=8,
-            channel_mults=(1, 2),
-            num_res_blocks=1,
-            attention_levels=(),
-            norm_groups=4,
-        )
-
-    eager, compiled = make_module(tiny()), make_module(tiny())
+    eager, compiled = make_module(tiny_unet()), make_module(tiny_unet())
     compiled.compile = True
     batch = next(iter(loader()))
     for module in (eager, compiled):
@@ -136,24 +139,8 @@ def test_channels_last_module_trains_the_same_and_its_checkpoint_samples_anywher
     """module.channels_last=true: conv weights (raw and EMA) in channels_last, the same losses as
     the default layout, and a checkpoint whose EMA weights load into a plain UNet."""
 
-    def tiny() -> UNet:
-        torch.manual_seed(0)
-        return UNet(
-            base_channels=8,
-            channel_mults=(1, 2),
-            num_res_blocks=1,
-            attention_levels=(1,),
-            norm_groups=4,
-        )
-
-    plain = make_module(tiny())
-    fast = DiffusionModule(
-        model=tiny(),
-        diffusion=plain.diffusion,
-        optimizer=plain.optimizer_fn,
-        sampler=plain.sampler,
-        channels_last=True,
-    )
+    plain = make_module(tiny_unet(attention_levels=(1,)))
+    fast = make_module(tiny_unet(attention_levels=(1,)), channels_last=True)
     for net in (fast.model, fast.ema.model):
         assert net.down[0].res.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.model.down[0].res.conv1.weight.is_contiguous(memory_format=torch.channels_last)
@@ -164,7 +151,7 @@ def test_channels_last_module_trains_the_same_and_its_checkpoint_samples_anywher
     last = fit(fast, tmp_path, max_steps=3)
     state = torch.load(last, weights_only=True)["state_dict"]
     ema = {k.removeprefix("ema.model."): v for k, v in state.items() if k.startswith("ema.model.")}
-    reloaded = tiny()
+    reloaded = tiny_unet(attention_levels=(1,))
     reloaded.load_state_dict(ema)
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 17])
     with torch.no_grad():

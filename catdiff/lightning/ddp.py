@@ -73,9 +73,8 @@ class _RunFolderLauncher(_SubprocessScriptLauncher):
         os.environ["NODE_RANK"] = str(self.cluster_environment.node_rank())
         os.environ["LOCAL_RANK"] = str(self.cluster_environment.local_rank())
         os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
-        # Processes x threads must not exceed the cores, and idle OpenMP threads must not spin
-        # (a busy neighbour made a step ~6x slower on 2 cores): see README, "DDP".
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The ranks inherit OMP_WAIT_POLICY=PASSIVE: catdiff.train.choose_omp_wait_policy sets it
+        # for devices > 1, before torch loads OpenMP (see README, "DDP").
         for local_rank in range(1, self.num_processes):
             env = {**os.environ, "LOCAL_RANK": str(local_rank)}
             self.procs.append(subprocess.Popen(rank_command(local_rank), env=env))

@@ -21,10 +21,10 @@ def auto_precision(accelerator: str = "auto") -> str:
     """The Lightning precision for ``accelerator`` when the config says ``auto``.
 
     bf16 autocast with fp32 master weights (``bf16-mixed``) on GPUs that support bf16 and on
-    CPUs with native bf16; ``32-true`` elsewhere. bf16-mixed trains the default UNet 1.45-1.7x as
-    fast as fp32 on this project's 2-core CPUs (AMD EPYC: 1.45x and 1.61x in the 2026-11-29 06:35
-    and 07:15 benches; Intel Xeon with AMX: 1.5x in experiments/bench/2026-11-28-cpu.md, 1.7x
-    through the training loop).
+    CPUs with native bf16; ``32-true`` elsewhere. bf16-mixed trains the default UNet 1.45-1.6x as
+    fast as fp32 in ``make bench`` on this project's 2-core CPUs (AMD EPYC: 1.45x and 1.61x,
+    experiments/bench/2026-11-29-0635-cpu.md and -0715-cpu.md; Intel Xeon with AMX: 1.51x,
+    experiments/bench/2026-11-28-cpu.md).
     """
     if uses_gpu(accelerator):
         return (

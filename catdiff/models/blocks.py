@@ -71,7 +71,7 @@ class ResBlock(nn.Module):
 def low_precision_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for bf16/fp16 q, k, v on CPU: matmuls in their dtype, softmax in fp32.
 
-    torch 2.14's CPU ``scaled_dot_product_attention`` is slow in bf16 at these sizes (its
+    torch 2.14's CPU ``scaled_dot_product_attention`` is slow in bf16 at these sizes (forward +
     backward ~3x the fp32 kernel's at 128 x 4 heads of 49 x 16), and casting to fp32 around it
     costs copies. Two batched matmuls are faster: measured on an AMD EPYC (2 threads, bf16, 4
     heads of 49 x 16), forward + backward at batch 128 under autocast 11-14 ms against 21-23 ms for fp32
@@ -103,7 +103,7 @@ class SelfAttention(nn.Module):
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         qkv = self.qkv(tokens).unflatten(-1, (3, self.heads, c // self.heads))
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, C/heads)
-        if q.device.type == "cpu" and q.dtype != torch.float32:
+        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
             out = low_precision_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v)

@@ -253,13 +253,15 @@ def score_runs(
                 jobs.append((recipe, run, snap, final_n, s))
             if recipe == PEER and peer_with_our_sampler:
                 jobs.append((PEER_OUR_SAMPLER, run, snap, final_n, seed))
-    for recipe, _, snap, count, job_seed in jobs:  # before scoring anything new
+    pending = []
+    for job in jobs:  # every line kept must match this call's sampler, before anything is scored
+        recipe, _, snap, count, job_seed = job
         scored = seen.get((recipe, snap["step"], count, job_seed))
-        if scored is not None and not is_peer(recipe):
+        if scored is None:
+            pending.append(job)
+        elif not is_peer(recipe):
             _check_same_sampler(scored, sampler, steps, spacing, lines_path)
-    for recipe, run, snap, count, job_seed in jobs:
-        if (recipe, snap["step"], count, job_seed) in seen:
-            continue
+    for recipe, run, snap, count, job_seed in pending:
         start = time.perf_counter()
         if is_peer(recipe):
             samples, nfe = sample_peer(snap["path"], count, job_seed)
