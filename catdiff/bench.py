@@ -4,13 +4,19 @@
     python -m catdiff.bench --quick         # < 2 min, smaller batch and chains, labelled as such
     python -m catdiff.bench --out results/x.json --threads 2
 
-Measures, in one process and with the same thread count throughout: the machine's peak FLOP
+Measures, with the same thread count throughout: the machine's peak FLOP
 rates (matmul, 3x3 conv; fp32, bf16), model FLOPs per image, training images/s (catdiff's real
 training step through a plain loop; fp32 and bf16 autocast; AdamW variants; a larger model),
 sampling time (DDPM 1000 steps extrapolated from a shorter chain, DDIM 50 and 20), data
 pipeline images/s (decode from files; batches from memory), Lightning's per-step overhead,
 and diffusers' UNet2DModel of the same parameter count doing the same work. Writes JSON to
 ``--out`` (default ``experiments/bench/<date>-cpu.json``) and a markdown table next to it.
+
+The bench's process runs with catdiff's allocator settings (``catdiff.allocator``), as
+``catdiff.train`` does. The comparisons with diffusers are timed twice: each tool in a spawned
+process of its own, as its users run it (catdiff with its allocator settings, diffusers with the
+C library's defaults: the headline ratios), and both in this process (the same allocator
+settings: what is left when the process is the same).
 
 A benchmark, not a test: close other work first (the figures are medians, but two busy cores
 still give wrong numbers). ``make bench`` leaves OMP_WAIT_POLICY as the environment has it:
@@ -35,7 +41,9 @@ from typing import Any
 
 import torch
 
+from catdiff import allocator
 from catdiff.benchmarks import data_pipeline, flops, peer, profile, sampling, train_speed
+from catdiff.benchmarks.own_process import OwnProcess
 from catdiff.benchmarks.report import Report, machine_info, to_markdown, write
 from catdiff.benchmarks.timing import (
     Figure,
@@ -103,10 +111,12 @@ class SampleCase:
     kind: str  # ddpm | ddim | dpm (DPM-Solver++(2M), logsnr steps: the recommended recipe's)
     steps: int  # network evaluations of the full chain (T = 1000 for DDPM)
     precision: str = "fp32"
+    again: str = ""  # as TrainCase.again
 
     @property
     def id(self) -> str:
-        return f"sample/{self.model}/{self.kind}{self.steps}/{self.precision}"
+        again = f"@{self.again}" if self.again else ""
+        return f"sample/{self.model}/{self.kind}{self.steps}/{self.precision}{again}"
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,8 @@ class Settings:
     # each compile takes about 2 min on a 2-core CPU. fp32 is where fusing the elementwise ops
     # could matter (bf16 is conv-bound: see the profile section).
     compile: tuple[str, ...] = ("fp32", "bf16")
+    # The catdiff-only training variants (TRAIN_VARIANTS: optimisers, layouts, the large model).
+    variants: bool = True
     # default: conf/model/unet.yaml (the seed's); recommended: conf/model/unet_small.yaml, the
     # model of conf/experiment/recommended.yaml; large: 4x the default's parameters.
     models: dict[str, dict[str, Any]] = field(
@@ -162,8 +174,10 @@ QUICK = Settings(
     warm_batches=20,
     lightning_steps=10,
     compile=(),
+    variants=False,
     caveat="quick mode: batch 32 (not 128), 16 images sampled (not 64), chains timed over their "
-    "first 10 steps and extrapolated, at most 1,024 files decoded, 1 step per rep: indicative only",
+    "first 10 steps and extrapolated, at most 1,024 files decoded, 1 step per rep, no training "
+    "variants (optimisers, layouts, the large model): indicative only",
 )
 # Harness check for tests: toy models, tiny kernels; the numbers mean nothing.
 TINY = Settings(
@@ -213,6 +227,11 @@ TRAIN_VARIANTS = (
 )
 
 BESIDE_VARIANTS = "beside-variants"
+# Timed in a process of its own (catdiff.benchmarks.own_process), as users run each tool:
+# catdiff with its allocator settings (catdiff.allocator, as catdiff.train sets them), diffusers
+# with the C library's defaults. Without this tag a case runs in the bench's process, which has
+# catdiff's allocator settings.
+OWN_PROCESS = "own-process"
 
 
 def variant_groups() -> list[tuple[TrainCase, ...]]:
@@ -308,6 +327,7 @@ class Bench:
         self.models[self.compare] = kwargs
         self.report.notes.append(note)
         self.params = {key: count_parameters(self._net(key)) for key in [*self.models, "diffusers"]}
+        self._own: dict[str, OwnProcess] = {}  # per tool, started by its first OWN_PROCESS case
 
     # ---- models ------------------------------------------------------------------------------
 
@@ -317,7 +337,19 @@ class Bench:
         torch.manual_seed(0)
         return UNet(**self.models[key])
 
+    def _own_process(self, model: str) -> OwnProcess:
+        tool = "diffusers" if model == "diffusers" else "catdiff"
+        if tool not in self._own:
+            self._own[tool] = OwnProcess(catdiff_allocator=tool == "catdiff")
+        return self._own[tool]
+
     def _train_step(self, case: TrainCase, batch: int) -> Callable[[], None]:
+        if case.again == OWN_PROCESS:
+            own = self._own_process(case.model)
+            if case.model == "diffusers":
+                return own.diffusers_train_step(self.s.peer, case.precision, batch)
+            kwargs, layout = self.models[case.model], case.uses_channels_last
+            return own.catdiff_train_step(kwargs, case.optimizer, layout, case.precision, batch)
         x0 = train_speed.image_batch(batch)
         if case.model == "diffusers":
             return peer.train_step_fn(self._net("diffusers"), case.precision, lambda: x0)
@@ -395,7 +427,7 @@ class Bench:
         return rate_figure(
             case.id,
             "train",
-            f"{self._label(case.model)} {case.precision}, {optimizer}{layout}",
+            f"{self._label(case.model)} {case.precision}, {optimizer}{layout}{_where(case)}",
             timing,
             items=s.batch * s.train_steps_per_rep,
             how=self._train_how(case),
@@ -410,13 +442,13 @@ class Bench:
         if case.model == "diffusers":
             return (
                 f"diffusers: DDPMScheduler.add_noise, UNet2DModel, MSE, backward, clip 1.0, "
-                f"AdamW lr 5e-4, EMAModel(foreach) update; {steps}"
+                f"AdamW lr 5e-4, EMAModel(foreach) update; {steps}{_where_how(case)}"
             )
         autocast = "bf16 autocast around training_step" if case.precision == "bf16" else "fp32"
         return (
             f"plain loop: DiffusionModule's loss ({autocast}), backward, clip_grad_norm "
             f"1.0, torch.optim.AdamW(lr=5e-4{_kwargs(train_speed.OPTIMIZERS[case.optimizer])}), "
-            f"EMA update; {steps}"
+            f"EMA update; {steps}" + (_where_how(case) if case.again == OWN_PROCESS else "")
         )
 
     def sample(self, cases: tuple[SampleCase, ...]) -> list[Figure]:
@@ -431,10 +463,21 @@ class Bench:
         ]
 
     def _sample_fn(self, case: SampleCase, timed: int) -> tuple[Callable[[], object], str]:
-        net, s = self._net(case.model), self.s
+        s = self.s
+        how = "diffusers DDIMScheduler (trailing, clip), UNet2DModel, inference_mode"
+        if case.again == OWN_PROCESS and case.model == "diffusers":
+            own = self._own_process(case.model)
+            run = own.diffusers_ddim(s.peer, case.steps, timed, s.sample_n, case.precision)
+            return run, how + _where_how(case)
+        if case.again == OWN_PROCESS:
+            own, kwargs = self._own_process(case.model), self.models[case.model]
+            args = (case.kind, case.steps, timed, s.sample_n, case.precision)
+            run = own.catdiff_sample(kwargs, *args)
+            return run, f"catdiff.diffusion.sample ({SAMPLER_NAMES[case.kind]})" + _where_how(case)
+        net = self._net(case.model)
         if case.model == "diffusers":
             run = peer.ddim_sample_fn(net, case.steps, timed, s.sample_n, case.precision)
-            return run, "diffusers DDIMScheduler (trailing, clip), UNet2DModel, inference_mode"
+            return run, how + _where_how(case)
         sampler = sampling.sampler_for(case.kind, case.steps, timed)
         run = sampling.sample_fn(net, build_diffusion(), sampler, s.sample_n, case.precision)
         return run, f"catdiff.diffusion.sample({sampler!r}) (inference_mode)"
@@ -443,7 +486,7 @@ class Bench:
         s = self.s
         label = (
             f"{self._label(case.model)} {SAMPLER_NAMES[case.kind]} {case.steps} steps, "
-            f"{s.sample_n} images, {case.precision}"
+            f"{s.sample_n} images, {case.precision}{_where(case)}"
         )
         if timed < case.steps:
             label += f" (extrapolated from {timed} steps)"
@@ -594,8 +637,17 @@ class Bench:
         return steps
 
     def train_groups(self) -> list[tuple[TrainCase, ...]]:
-        """catdiff paired with diffusers per precision (measured interleaved), then the variants."""
-        pairs = [(TrainCase(self.compare, p), TrainCase("diffusers", p)) for p in PRECISIONS]
+        """catdiff beside diffusers (in its own process, and in this one) per precision, measured
+        interleaved; then the variants."""
+        pairs = [
+            (
+                TrainCase(self.compare, p, again=OWN_PROCESS),
+                TrainCase("diffusers", p, again=OWN_PROCESS),
+                TrainCase(self.compare, p),
+                TrainCase("diffusers", p),
+            )
+            for p in PRECISIONS
+        ]
         default = (
             [] if self.compare == "default" else [(TrainCase("default", p),) for p in PRECISIONS]
         )
@@ -607,15 +659,24 @@ class Bench:
             for p in PRECISIONS
             if p in self.s.compile
         ]
-        return pairs + default + variant_groups() + compiled
+        return pairs + default + (variant_groups() if self.s.variants else []) + compiled
 
     def sample_groups(self) -> list[tuple[SampleCase, ...]]:
-        """DDIM 50 of catdiff paired with diffusers' per precision, then the other chains."""
+        """DDIM 50 of catdiff beside diffusers' (as in ``train_groups``) per precision, then the
+        other chains."""
 
-        def ddim50(model: str, p: str) -> SampleCase:
-            return SampleCase(model, "ddim", 50, p)
+        def ddim50(model: str, p: str, again: str = "") -> SampleCase:
+            return SampleCase(model, "ddim", 50, p, again)
 
-        pairs = [(ddim50(self.compare, p), ddim50("diffusers", p)) for p in PRECISIONS]
+        pairs = [
+            (
+                ddim50(self.compare, p, OWN_PROCESS),
+                ddim50("diffusers", p, OWN_PROCESS),
+                ddim50(self.compare, p),
+                ddim50("diffusers", p),
+            )
+            for p in PRECISIONS
+        ]
         default = [] if self.compare == "default" else [(ddim50("default", p),) for p in PRECISIONS]
         return pairs + default + [(c,) for c in SAMPLE_VARIANTS]
 
@@ -626,33 +687,71 @@ class Bench:
             # training_step's self.log() outside a Trainer warns on every call; nothing to see.
             warnings.filterwarnings("ignore", message=".*self.log.*")
             warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
-            for i, step in enumerate(plan, 1):
-                for fig in step():
-                    self.report.figures.append(fig)
-                    log(f"[{i}/{len(plan)} {time.perf_counter() - start:5.0f}s] {_line(fig)}")
+            try:
+                for i, step in enumerate(plan, 1):
+                    for fig in step():
+                        self.report.figures.append(fig)
+                        log(f"[{i}/{len(plan)} {time.perf_counter() - start:5.0f}s] {_line(fig)}")
+            finally:
+                for own in self._own.values():
+                    own.close()
+                self._own.clear()
         flops.add_utilisation(self.report.figures)
         self._ratios()
         self.report.wall_s = time.perf_counter() - start
         return self.report
 
     def _ratios(self) -> None:
-        """catdiff / diffusers for every pair measured side by side."""
-        groups = [*self.train_groups(), *self.sample_groups()]
-        for ours, theirs in (g for g in groups if len(g) == 2):
-            a, b = self.report.figure(ours.id), self.report.figure(theirs.id)
-            if a is None or b is None:
-                continue
-            if isinstance(ours, TrainCase):
-                how = ", torch.compile + fused AdamW" if ours.compile else ""
-                id = f"train_{ours.precision}" + ("_compile" if ours.compile else "")
-                label = f"training img/s, {ours.precision}{how}"
-            else:
-                id = f"sample_{ours.kind}{ours.steps}_{ours.precision}"
-                label = (
-                    f"{ours.kind.upper()} {ours.steps} steps, {self.s.sample_n} images, "
-                    f"seconds, {ours.precision}"
-                )
-            self.report.ratios.append(ratio(id, label, a, b))
+        """catdiff / diffusers for every diffusers figure measured beside a catdiff one: own
+        process against own process, the bench's process against the bench's process."""
+        groups: list[tuple[TrainCase | SampleCase, ...]] = [
+            *self.train_groups(),
+            *self.sample_groups(),
+        ]
+        for group in groups:
+            catdiff = {c.again: c for c in group if c.model != "diffusers"}
+            for theirs in (c for c in group if c.model == "diffusers"):
+                ours = catdiff.get(theirs.again, group[0])
+                a, b = self.report.figure(ours.id), self.report.figure(theirs.id)
+                if a is None or b is None:
+                    continue
+                if isinstance(ours, TrainCase):
+                    how = ", torch.compile + fused AdamW" if ours.compile else ""
+                    id = f"train_{ours.precision}" + ("_compile" if ours.compile else "")
+                    label = f"training img/s, {ours.precision}{how}"
+                else:
+                    id = f"sample_{ours.kind}{ours.steps}_{ours.precision}"
+                    label = (
+                        f"{ours.kind.upper()} {ours.steps} steps, {self.s.sample_n} images, "
+                        f"seconds, {ours.precision}"
+                    )
+                if theirs.again == OWN_PROCESS:
+                    label += ", each in its own process"
+                else:
+                    id += "_same_process"
+                    label += ", both in the bench's process (catdiff's allocator settings)"
+                self.report.ratios.append(ratio(id, label, a, b))
+
+
+def _where(case: TrainCase | SampleCase) -> str:
+    """Label suffix: which process ran the figure (only where the bench times both ways)."""
+    if case.again == OWN_PROCESS:
+        return ", own process"
+    return ", bench's process" if case.model == "diffusers" else ""
+
+
+def _where_how(case: TrainCase | SampleCase) -> str:
+    if case.again == OWN_PROCESS:
+        allocator = (
+            "the C library's default allocator"
+            if case.model == "diffusers"
+            else "catdiff's allocator settings, as catdiff.train has them"
+        )
+        return (
+            f"; in a process of its own (spawned, same environment and threads, {allocator}), "
+            "timed from here call by call"
+        )
+    return "; in the bench's process, with catdiff's allocator settings (catdiff.allocator)"
 
 
 def _kwargs(kwargs: dict[str, Any]) -> str:
@@ -715,6 +814,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Report:
     args = parse_args(argv)
+    allocator.keep_freed_memory()  # catdiff's process settings, as catdiff.train has them
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = MODES[args.mode]

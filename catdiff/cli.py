@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from catdiff.allocator import keep_freed_memory
 from catdiff.errors import UserError
 
 
@@ -64,6 +65,7 @@ def parse_options(argv: list[str], defaults_file: Path) -> DictConfig:
 
 def run_main(run: Callable[[DictConfig], Any], defaults_file: Path, argv: list[str] | None) -> None:
     """Parse, run, and turn a UserError into one line on stderr and exit status 2."""
+    keep_freed_memory()  # sampling re-allocates the same activations every step
     try:
         run(parse_options(sys.argv[1:] if argv is None else argv, defaults_file))
     except UserError as e:

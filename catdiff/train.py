@@ -31,6 +31,8 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from catdiff.allocator import describe as describe_allocator
+from catdiff.allocator import keep_freed_memory
 from catdiff.config import (
     build,
     check_devices,
@@ -153,7 +155,9 @@ def _file_logs_on_rank_zero_only() -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     choose_omp_wait_policy(cfg.trainer)
+    keep_freed_memory()  # before the first activations are allocated
     _file_logs_on_rank_zero_only()
+    log.info("allocator: %s", describe_allocator())
     check_override_types(cfg)
     check_devices(cfg.trainer)
     if cfg.trainer.precision == "auto":  # resolved here so config.yaml and checkpoints record it

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from catdiff import bench
+from catdiff import allocator, bench
 from catdiff.benchmarks import train_speed
 from catdiff.benchmarks.timing import (
     Timing,
@@ -99,6 +99,7 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert report["mode"] == "tiny"
     for key in ("cpu", "logical_cpus", "torch", "threads", "date", "load_average_start"):
         assert key in report["machine"]
+    assert report["machine"]["allocator"] == allocator.describe()
     figures = report["figures"]
     expected = [
         "peak/matmul/fp32",
@@ -107,11 +108,16 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "flops/diffusers/train_step",
         "train/default/fp32/adamw",
         "train/diffusers/bf16/adamw",
+        "train/diffusers/fp32/adamw@own-process",
+        "train/diffusers/bf16/adamw@own-process",
+        "train/default/bf16/adamw@own-process",
         *(case.id for case in bench.TRAIN_VARIANTS),
         "train/default/fp32/adamw@beside-variants",
         "train/default/bf16/adamw@beside-variants",
         "sample/default/ddim50/bf16",
         "sample/diffusers/ddim50/fp32",
+        "sample/diffusers/ddim50/bf16@own-process",
+        "sample/default/ddim50/fp32@own-process",
         *(case.id for case in bench.SAMPLE_VARIANTS),
         "data/cold",
         "data/warm",
@@ -143,12 +149,21 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert figures["data/cold"]["extra"]["x_train"] > 0
     assert "overhead_ms" in figures["lightning/trainer"]["extra"]
 
+    # each comparison twice: each tool in its own process (as its users run it: catdiff with
+    # its allocator settings, diffusers with glibc's defaults), and both in the bench's process
     ratios = report["ratios"]
-    assert set(ratios) == {"train_fp32", "train_bf16", "sample_ddim50_fp32", "sample_ddim50_bf16"}
-    for r in ratios.values():
+    headline = {"train_fp32", "train_bf16", "sample_ddim50_fp32", "sample_ddim50_bf16"}
+    assert set(ratios) == headline | {f"{id}_same_process" for id in headline}
+    for id, r in ratios.items():
         ours, theirs = figures[r["catdiff_figure"]], figures[r["diffusers_figure"]]
         assert r["ratio"] == pytest.approx(ours["median"] / theirs["median"])
         assert "diffusers" in r["diffusers_figure"]
+        own = id in headline
+        assert r["diffusers_figure"].endswith("@own-process") == own
+        assert r["catdiff_figure"].endswith("@own-process") == own
+    assert "own process" in figures["train/diffusers/fp32/adamw@own-process"]["label"]
+    assert "default allocator" in figures["train/diffusers/fp32/adamw@own-process"]["how"]
+    assert "catdiff's allocator" in figures["train/default/fp32/adamw@own-process"]["how"]
 
     md = out.with_suffix(".md").read_text()
     for heading in (
@@ -170,7 +185,12 @@ def test_a_model_of_another_size_is_compared_through_a_matched_one() -> None:
     assert b.compare == "matched"
     assert abs(b.params["matched"] / b.params["diffusers"] - 1) <= bench.PARAM_TOLERANCE
     groups = b.train_groups()
-    assert (bench.TrainCase("matched", "fp32"), bench.TrainCase("diffusers", "fp32")) in groups
+    assert groups[0] == (
+        bench.TrainCase("matched", "fp32", again=bench.OWN_PROCESS),
+        bench.TrainCase("diffusers", "fp32", again=bench.OWN_PROCESS),
+        bench.TrainCase("matched", "fp32"),
+        bench.TrainCase("diffusers", "fp32"),
+    )
     assert (bench.TrainCase("default", "fp32"),) in groups
     assert any("base_channels=8" in note for note in b.report.notes)
 
@@ -212,3 +232,12 @@ def test_profile_kinds_cover_the_ops_of_a_step() -> None:
     assert conv.median > 0 and conv.gflop_s > 0
     # most of the step is inside ops, and no op's time is counted twice (e.g. per thread)
     assert 0.5 < sum(f.extra["share"] for f in figures[:-1]) <= 1.02
+
+
+def test_an_error_in_an_own_process_stops_the_bench_with_its_message() -> None:
+    from catdiff.benchmarks.own_process import OwnProcess
+
+    with OwnProcess(catdiff_allocator=False, threads=1) as own:
+        step = own.diffusers_train_step(bench.TINY.peer, "fp8", batch=2)  # fails when run
+        with pytest.raises(RuntimeError, match="own process: ValueError: precision must be fp32"):
+            step()

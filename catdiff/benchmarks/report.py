@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from catdiff import allocator
 from catdiff.benchmarks.timing import Figure, Ratio
 
 SECTIONS = {
@@ -65,6 +66,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "allocator": allocator.describe(),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average_start": _load_average(),
     }
@@ -166,6 +168,9 @@ def to_markdown(report: Report) -> str:
         f"- Threads: {m['threads']} (torch.get_num_threads(), same for catdiff and diffusers); "
         f"OMP_WAIT_POLICY={m['omp_wait_policy']}; load average at start "
         f"{m['load_average_start']}, at end {m.get('load_average_end')}",
+        f"- Allocator of this process: {m.get('allocator', 'not recorded')}; figures marked "
+        "'own process' ran in spawned processes: catdiff's with these settings, diffusers' "
+        "with the C library's defaults",
         "- Each figure: the median of the timed repetitions after untimed warm-up ones "
         "(time.perf_counter), with the min and max repetition; "
         + ", ".join(f"{k}={v}" for k, v in report.settings.items() if not isinstance(v, dict)),
