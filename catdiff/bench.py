@@ -1,6 +1,6 @@
 """Speed benchmark of catdiff against diffusers on this machine: ``make bench`` / ``bench-quick``.
 
-    python -m catdiff.bench                 # full run (12 min on 2 idle cores): the numbers to quote
+    python -m catdiff.bench                 # full run (12-14 min on 2 idle cores): the numbers to quote
     python -m catdiff.bench --quick         # < 2 min, smaller batch and chains, labelled as such
     python -m catdiff.bench --out results/x.json --threads 2
 
