@@ -84,7 +84,7 @@ def describe() -> str:
     if state == "set":
         return (
             f"glibc malloc, mmap_threshold={MMAP_THRESHOLD >> 20} MiB and trim_threshold="
-            f"{TRIM_THRESHOLD >> 20} MiB (catdiff.allocator, as catdiff.train and catdiff.sample set it)"
+            f"{TRIM_THRESHOLD >> 20} MiB (catdiff.allocator, as catdiff.train, sample and evaluate set it)"
         )
     if state == "user":
         settings = {k: os.environ[k] for k in (*USER_SETTINGS, "GLIBC_TUNABLES") if k in os.environ}

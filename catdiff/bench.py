@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from catdiff import allocator
-from catdiff.benchmarks import data_pipeline, flops, peer, profile, sampling, train_speed
+from catdiff.benchmarks import data_pipeline, flops, peer, profile, train_speed, workloads
 from catdiff.benchmarks.own_process import OwnProcess
 from catdiff.benchmarks.report import Report, machine_info, to_markdown, write
 from catdiff.benchmarks.timing import (
@@ -56,7 +56,6 @@ from catdiff.benchmarks.timing import (
     seconds_figure,
 )
 from catdiff.data import synthetic_cats
-from catdiff.diffusion.build import build_diffusion
 from catdiff.errors import UserError
 from catdiff.lightning.precision import auto_channels_last
 from catdiff.models import UNet, count_parameters
@@ -337,27 +336,33 @@ class Bench:
         torch.manual_seed(0)
         return UNet(**self.models[key])
 
-    def _own_process(self, model: str) -> OwnProcess:
-        tool = "diffusers" if model == "diffusers" else "catdiff"
+    def _own_process(self, tool: str) -> OwnProcess:
         if tool not in self._own:
             self._own[tool] = OwnProcess(catdiff_allocator=tool == "catdiff")
         return self._own[tool]
 
-    def _train_step(self, case: TrainCase, batch: int) -> Callable[[], None]:
+    def _workload(self, case: TrainCase | SampleCase, builder: str, **kwargs: Any) -> Callable:
+        """``workloads.BUILDERS[builder]`` for ``case``'s model, built here or in the tool's own
+        process (``case.again == OWN_PROCESS``)."""
+        diffusers = case.model == "diffusers"
+        kwargs |= {
+            "tool": "diffusers" if diffusers else "catdiff",
+            "unet_kwargs": self.s.peer if diffusers else self.models[case.model],
+            "precision": case.precision,
+        }
         if case.again == OWN_PROCESS:
-            own = self._own_process(case.model)
-            if case.model == "diffusers":
-                return own.diffusers_train_step(self.s.peer, case.precision, batch)
-            kwargs, layout = self.models[case.model], case.uses_channels_last
-            return own.catdiff_train_step(kwargs, case.optimizer, layout, case.precision, batch)
-        x0 = train_speed.image_batch(batch)
-        if case.model == "diffusers":
-            return peer.train_step_fn(self._net("diffusers"), case.precision, lambda: x0)
-        module = train_speed.build_module(
-            self.models[case.model], case.optimizer, case.uses_channels_last
+            return self._own_process(kwargs["tool"]).remote(builder, **kwargs)
+        return workloads.BUILDERS[builder](**kwargs)
+
+    def _train_step(self, case: TrainCase, batch: int) -> Callable[[], None]:
+        return self._workload(
+            case,
+            "train_step",
+            batch=batch,
+            optimizer=case.optimizer,
+            channels_last=case.uses_channels_last,
+            compile=case.compile,
         )
-        module.compile = case.compile
-        return train_speed.train_step_fn(module, case.precision, lambda: x0)
 
     def _label(self, key: str) -> str:
         return f"{key} ({self.params[key] / 1e6:.2f}M)"
@@ -448,7 +453,7 @@ class Bench:
         return (
             f"plain loop: DiffusionModule's loss ({autocast}), backward, clip_grad_norm "
             f"1.0, torch.optim.AdamW(lr=5e-4{_kwargs(train_speed.OPTIMIZERS[case.optimizer])}), "
-            f"EMA update; {steps}" + (_where_how(case) if case.again == OWN_PROCESS else "")
+            f"EMA update; {steps}{_where_how(case)}"
         )
 
     def sample(self, cases: tuple[SampleCase, ...]) -> list[Figure]:
@@ -463,24 +468,13 @@ class Bench:
         ]
 
     def _sample_fn(self, case: SampleCase, timed: int) -> tuple[Callable[[], object], str]:
-        s = self.s
-        how = "diffusers DDIMScheduler (trailing, clip), UNet2DModel, inference_mode"
-        if case.again == OWN_PROCESS and case.model == "diffusers":
-            own = self._own_process(case.model)
-            run = own.diffusers_ddim(s.peer, case.steps, timed, s.sample_n, case.precision)
-            return run, how + _where_how(case)
-        if case.again == OWN_PROCESS:
-            own, kwargs = self._own_process(case.model), self.models[case.model]
-            args = (case.kind, case.steps, timed, s.sample_n, case.precision)
-            run = own.catdiff_sample(kwargs, *args)
-            return run, f"catdiff.diffusion.sample ({SAMPLER_NAMES[case.kind]})" + _where_how(case)
-        net = self._net(case.model)
+        chain = dict(kind=case.kind, steps=case.steps, timed_steps=timed, n=self.s.sample_n)
+        run = self._workload(case, "sample_chain", **chain)
         if case.model == "diffusers":
-            run = peer.ddim_sample_fn(net, case.steps, timed, s.sample_n, case.precision)
-            return run, how + _where_how(case)
-        sampler = sampling.sampler_for(case.kind, case.steps, timed)
-        run = sampling.sample_fn(net, build_diffusion(), sampler, s.sample_n, case.precision)
-        return run, f"catdiff.diffusion.sample({sampler!r}) (inference_mode)"
+            how = "diffusers DDIMScheduler (trailing, clip), UNet2DModel, inference_mode"
+        else:
+            how = f"catdiff.diffusion.sample with {SAMPLER_NAMES[case.kind]} (inference_mode)"
+        return run, how + _where_how(case)
 
     def _sample_figure(self, case: SampleCase, timing: Timing, timed: int, how: str) -> Figure:
         s = self.s

@@ -238,6 +238,8 @@ def test_an_error_in_an_own_process_stops_the_bench_with_its_message() -> None:
     from catdiff.benchmarks.own_process import OwnProcess
 
     with OwnProcess(catdiff_allocator=False, threads=1) as own:
-        step = own.diffusers_train_step(bench.TINY.peer, "fp8", batch=2)  # fails when run
+        step = own.remote(
+            "train_step", tool="diffusers", unet_kwargs=bench.TINY.peer, precision="fp8", batch=2
+        )  # built there; fails when run
         with pytest.raises(RuntimeError, match="own process: ValueError: precision must be fp32"):
             step()
