@@ -12,14 +12,14 @@ import pytest
 from catdiff import allocator
 
 # A training step's pattern in miniature: tensors of 40 and 20 MB allocated, freed and
-# allocated again while others are alive, 8 times; print the minor page faults of the last 4.
+# allocated again while others are alive, 12 times; print the minor page faults of the last 8.
 PROBE = """
 import resource, sys
 import torch
 from catdiff import allocator
 if sys.argv[1] == "keep":
     print(allocator.keep_freed_memory(), file=sys.stderr)
-for i in range(8):
+for i in range(12):
     if i == 4:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     a = torch.ones(10_000_000)
@@ -41,9 +41,11 @@ def _faults(mode: str) -> int:
 
 @pytest.mark.skipif(allocator._glibc() is None, reason="glibc's mallopt only")
 def test_a_freed_tensor_is_reused_without_page_faults() -> None:
-    pages = 4 * 100_000_000 // 4096  # 4 rounds of 100 MB
+    pages = 8 * 100_000_000 // 4096  # 8 rounds of 100 MB
     assert _faults("default") > pages // 2  # glibc's defaults: munmap, then zero-filled again
-    assert _faults("keep") < pages // 20
+    # Kept: usually 0. Allowed: a few stray re-faults (one 20 MB tensor placed in fresh memory,
+    # 4,883 pages, was seen once in a clean-clone CI run), not a round's worth each round.
+    assert _faults("keep") < pages // 10
 
 
 def test_the_users_malloc_settings_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
