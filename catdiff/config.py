@@ -25,7 +25,7 @@ def _wandb_offline() -> bool:
 
 
 def _data_channels(channels: Any, edges: Any) -> int:
-    from catdiff.lightning.datamodule import data_channels
+    from catdiff.data.edges import data_channels
 
     return data_channels(int(channels), str(edges))
 
@@ -182,7 +182,7 @@ def check_devices(trainer: DictConfig) -> None:
         return  # "auto", -1, a list of ids: Lightning checks those
     import torch
 
-    from catdiff.lightning.precision import uses_gpu
+    from catdiff.precision import uses_gpu
 
     if uses_gpu(accelerator):
         found = torch.cuda.device_count()
@@ -208,7 +208,7 @@ def resolve_channels_last(cfg: DictConfig) -> None:
         return
     if value != "auto":
         raise UserError(f"module.channels_last={value} must be auto, true or false")
-    from catdiff.lightning.precision import auto_channels_last
+    from catdiff.precision import auto_channels_last
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     cfg.module.channels_last = auto_channels_last(accelerator, str(cfg.trainer.precision))

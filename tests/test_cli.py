@@ -50,7 +50,7 @@ def test_train_writes_checkpoint_grid_config_and_metrics(trained_run: Path) -> N
     assert (trained_run / "config.yaml").is_file()
     from omegaconf import OmegaConf
 
-    from catdiff.lightning.precision import auto_precision
+    from catdiff.precision import auto_precision
 
     # trainer.precision=auto (the default) is resolved and recorded, not passed on as "auto".
     config = OmegaConf.load(trained_run / "config.yaml")

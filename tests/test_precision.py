@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from catdiff.config import resolve_channels_last
 from catdiff.errors import UserError
-from catdiff.lightning import precision
+from catdiff import precision
 
 
 def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:

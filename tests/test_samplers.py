@@ -404,7 +404,7 @@ def test_logsnr_spacing_solves_fine_detail_far_more_accurately_than_trailing():
 def test_sampling_precision_casts_the_weights_once_and_keeps_the_sampler_in_fp32(monkeypatch):
     """precision=bf16 samples with a bf16 copy of the network (float32 in and out of it), close
     to the fp32 images; auto follows the hardware check; anything else is refused by name."""
-    import catdiff.lightning.precision as hardware
+    import catdiff.precision as hardware
     from catdiff.models import UNet
     from catdiff.sample import CastModel, with_precision
 

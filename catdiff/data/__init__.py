@@ -20,7 +20,14 @@ from catdiff.data.decode import (
     load_folder,
 )
 from catdiff.data.dedupe import drop_duplicates, file_sha1, image_key, split_by_hash
-from catdiff.data.edges import EDGE_MODES, SOBEL_MAX, apply_edges, gaussian_blur, sobel
+from catdiff.data.edges import (
+    EDGE_MODES,
+    SOBEL_MAX,
+    apply_edges,
+    data_channels,
+    gaussian_blur,
+    sobel,
+)
 from catdiff.data.files import IMAGE_EXTENSIONS, list_images
 from catdiff.data.sources import SOURCES, load_source, split_loaded
 from catdiff.data.synthetic import synthetic_cats
@@ -36,6 +43,7 @@ __all__ = [
     "LoadReport",
     "LoadedImages",
     "apply_edges",
+    "data_channels",
     "decode_images",
     "drop_duplicates",
     "file_sha1",

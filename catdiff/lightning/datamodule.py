@@ -18,15 +18,10 @@ import torch
 
 from catdiff.data import SOURCES, LoadedImages, LoadReport, apply_edges, load_source, split_loaded
 from catdiff.data.batches import TensorBatches
-from catdiff.data.edges import EDGE_MODES
+from catdiff.data.edges import EDGE_MODES, data_channels
 from catdiff.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def data_channels(channels: int, edges: str) -> int:
-    """Channels the model sees: the image's, or 1 for Sobel edges, or 2 for gray + edges."""
-    return {"sobel": 1, "sobel+gray": 2}.get(edges, channels)
 
 
 class CatDataModule(L.LightningDataModule):
