@@ -200,6 +200,15 @@ def check_devices(trainer: DictConfig) -> None:
             )
 
 
+def resolve_precision(cfg: DictConfig) -> None:
+    """Replace ``trainer.precision=auto`` by the precision this hardware trains fastest in (see
+    :func:`catdiff.precision.auto_precision`), so config.yaml and the checkpoints record it."""
+    if cfg.trainer.precision == "auto":
+        from catdiff.precision import auto_precision
+
+        cfg.trainer.precision = auto_precision(cfg.trainer.accelerator)
+
+
 def resolve_channels_last(cfg: DictConfig) -> None:
     """Replace ``module.channels_last=auto`` by true or false for the resolved precision (so the
     run's config.yaml records what ran); a value other than auto/true/false is a UserError."""

@@ -13,3 +13,7 @@ def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
     """Raise UserError naming ``key`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise UserError(f"{key}={value!r} is unknown; choose one of {', '.join(choices)}")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss went non-finite; the message names the run folder with the last good checkpoint."""

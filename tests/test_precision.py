@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from catdiff import precision
 from catdiff.config import resolve_channels_last
 from catdiff.errors import UserError
-from catdiff import precision
 
 
 def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +90,7 @@ def test_resolve_channels_last_names_the_key_of_a_bad_value() -> None:
 def test_omp_wait_policy_is_passive_only_where_processes_share_the_cores(
     monkeypatch: pytest.MonkeyPatch, trainer: dict, submitit: bool, expected: str | None
 ) -> None:
-    from catdiff.train import choose_omp_wait_policy
+    from catdiff.runtime import choose_omp_wait_policy
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     if submitit:
@@ -102,7 +102,7 @@ def test_omp_wait_policy_is_passive_only_where_processes_share_the_cores(
 
 
 def test_omp_wait_policy_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    from catdiff.train import choose_omp_wait_policy
+    from catdiff.runtime import choose_omp_wait_policy
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     choose_omp_wait_policy(OmegaConf.create({"devices": 2, "num_nodes": 1}))

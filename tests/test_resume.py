@@ -106,3 +106,36 @@ def test_ckpt_path_last_continues_into_a_new_folder(uninterrupted: Path, tmp_pat
     resumed = sorted(s for s in got if got[s][0])
     assert resumed[0] >= 9 and resumed[-1] == 19
     assert [got[s][0] for s in resumed] == [expected[s][0] for s in resumed]
+
+
+def test_a_requeued_job_resumes_from_its_own_last_checkpoint(tmp_path: Path) -> None:
+    """No ckpt_path: a run folder that already holds checkpoints/last.ckpt (SLURM requeued the
+    job) resumes from it; an explicit ckpt_path wins; a fresh folder starts from scratch."""
+    from catdiff.resume import checkpoint_to_resume
+
+    run_dir = tmp_path / "runs" / "name" / "run"
+    assert checkpoint_to_resume(None, run_dir, str(tmp_path / "runs"), "name") is None
+    (run_dir / "checkpoints").mkdir(parents=True)
+    own = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"global_step": 3}, own)
+    assert checkpoint_to_resume(None, run_dir, str(tmp_path / "runs"), "name") == str(own)
+    other = tmp_path / "other.ckpt"
+    torch.save({"global_step": 5}, other)
+    assert checkpoint_to_resume(str(other), run_dir, str(tmp_path / "runs"), "name") == str(other)
+
+
+def test_the_resume_step_is_read_with_weights_only(tmp_path: Path) -> None:
+    """The step is read without unpickling arbitrary objects: a file that holds one is refused
+    with one line naming ckpt_path (torch.load(weights_only=False) would run its code)."""
+    import argparse
+
+    from catdiff.errors import UserError
+    from catdiff.resume import checkpoint_step
+
+    good, bad = tmp_path / "good.ckpt", tmp_path / "bad.ckpt"
+    torch.save({"global_step": 7}, good)
+    torch.save({"global_step": 7, "object": argparse.Namespace(x=1)}, bad)
+    assert checkpoint_step(str(good)) == 7
+    assert torch.load(bad, weights_only=False)["global_step"] == 7
+    with pytest.raises(UserError, match=r"^ckpt_path=.*bad.ckpt is not a catdiff checkpoint"):
+        checkpoint_step(str(bad))

@@ -1,4 +1,5 @@
-"""A CSV logger whose history survives a resume in the same run folder.
+"""The run's loggers: built from ``cfg.logger``, told the config, given the final summary,
+finished; and a CSV logger whose history survives a resume in the same run folder.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts. A job that SLURM
 requeued resumes in its own run folder, so that would drop the metrics of the first attempt.
@@ -9,11 +10,81 @@ later rows (logged after that checkpoint, about to be logged again) go, and new 
 from __future__ import annotations
 
 import csv
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from catdiff.config import build, run_identity, to_plain
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """The loggers of ``cfg.logger`` (``None`` entries switched off); a W&B logger gets the
+    run's identity (group, name, id, tags) where its config leaves them unset."""
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra: dict[str, Any] = {}
+        if str(node.get("_target_", "")).endswith("WandbLogger"):
+            os.environ.setdefault("WANDB_SILENT", "true")  # no banner on stderr
+            identity = run_identity(cfg)
+            extra = {k: v for k, v in identity.items() if node.get(k) is None}
+        loggers.append(build(node, f"logger.{key}", **extra))
+    return loggers
+
+
+def save_run_config(cfg: DictConfig, run_dir: Path, trainer: Any, loggers: list[Any]) -> None:
+    """``config.yaml`` (resolved) in the run folder, and the config as every logger's
+    hyperparameters, with the world size and the global batch size (rank 0 calls this)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    hparams = {
+        **to_plain(cfg),
+        "world_size": trainer.world_size,
+        "global_batch_size": cfg.data.batch_size * trainer.world_size,
+    }
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+
+
+def run_summary(trainer: Any, metrics: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The final numbers of the run: last metrics, best validation loss, steps, images, time."""
+    summary: dict[str, Any] = {f"final/{k}": v for k, v in metrics.items()}
+    best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    if best is not None:
+        summary["best/val_loss"] = float(best)
+    summary["global_step"] = int(trainer.global_step)
+    summary["world_size"] = int(trainer.world_size)
+    summary["wall_time_s"] = round(seconds, 1)
+    return summary
+
+
+def write_summary(
+    trainer: Any, loggers: list[Any], run_dir: Path, metrics: dict[str, float], seconds: float
+) -> None:
+    """:func:`run_summary` to ``metrics.json`` in the run folder and to the W&B run's summary."""
+    summary = run_summary(trainer, metrics, seconds)
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update(summary)
+
+
+def finish_wandb(loggers: list[Any], failed: bool) -> None:
+    """End the W&B run: one process runs every member of a local sweep, and an unfinished run
+    would swallow the next member's metrics."""
+    if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -40,7 +111,7 @@ class CSVLogger(LightningCSVLogger):
     """``lightning.pytorch.loggers.CSVLogger`` that appends to an existing ``metrics.csv``.
 
     Set :attr:`resume_step` (the checkpoint's global step) before training starts when the
-    run resumes; train.py does.
+    run resumes; :func:`catdiff.resume.prepare_resume` does.
     """
 
     resume_step: int | None = None

@@ -1,0 +1,90 @@
+"""Resuming a run: which checkpoint, from which step, and requeueing a preempted job.
+
+A run resumes from ``ckpt_path=PATH``, from ``ckpt_path=last`` (the newest ``last.ckpt`` among
+the runs of the same name), or by itself: a job that finds ``checkpoints/last.ckpt`` in its own
+run folder was requeued by SLURM after a preemption or a time limit (same sweep member, same
+folder) and goes on from where it stopped. The weights, EMA, optimizer, data position and RNG
+all come back from the checkpoint, so the resumed losses repeat those of a run that never
+stopped (tests/test_resume.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from catdiff.errors import UserError
+
+log = logging.getLogger("catdiff.train")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_root: str, name: str) -> str | None:
+    """``None``, a checkpoint file, or ``last``: the newest ``last.ckpt`` among runs named ``name``."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        found = sorted(
+            Path(output_root, name).glob("**/checkpoints/last.ckpt"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not found:
+            raise UserError(
+                f"ckpt_path=last: no checkpoints/last.ckpt under {Path(output_root, name)}; pass ckpt_path=PATH"
+            )
+        return str(found[-1])
+    if not Path(ckpt_path).is_file():
+        raise UserError(f"ckpt_path={ckpt_path} does not exist")
+    return ckpt_path
+
+
+def checkpoint_to_resume(
+    ckpt_path: str | None, run_dir: Path, output_root: str, name: str
+) -> str | None:
+    """The checkpoint this job starts from: the one asked for, else its own ``last.ckpt`` (a
+    requeued job), else ``None`` (a fresh run)."""
+    chosen = resolve_ckpt_path(ckpt_path, output_root, name)
+    own_last = run_dir / "checkpoints" / "last.ckpt"
+    if chosen is None and own_last.is_file():
+        chosen = str(own_last)
+    return chosen
+
+
+def checkpoint_step(ckpt_path: str) -> int:
+    """The global step a checkpoint was saved at (read without building the model)."""
+    import torch
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
+        return int(ckpt["global_step"])
+    except Exception as e:
+        raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint ({e})") from e
+
+
+def prepare_resume(
+    ckpt_path: str | None, trainer: Any, loggers: Iterable[Any], run_dir: Path
+) -> int | None:
+    """The step this job resumes at (``None`` for a fresh run), and the CSV loggers that write
+    into this run folder keep their history up to that step (later rows are logged again)."""
+    from catdiff.lightning.loggers import CSVLogger
+
+    step = None
+    if ckpt_path is not None:
+        step = checkpoint_step(ckpt_path)
+        if trainer.is_global_zero:
+            log.info("resuming from %s at step %d", ckpt_path, step)
+    for logger in loggers:
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir).is_relative_to(run_dir):
+            logger.resume_step = step  # same folder: keep the history up to the checkpoint
+    return step
+
+
+def requeue_if_signalled(callbacks: Iterable[Any], rank: int) -> None:
+    """After ``fit``: a job stopped by SLURM's preemption signal requeues itself and exits here
+    (see :class:`catdiff.lightning.callbacks.LastCheckpoint`)."""
+    from catdiff.lightning.callbacks import LastCheckpoint
+
+    for callback in callbacks:
+        if isinstance(callback, LastCheckpoint):
+            callback.requeue_if_signalled(rank)
