@@ -2,25 +2,18 @@
 
 glibc serves a large allocation with its own ``mmap`` and returns it with ``munmap`` when it is
 freed; below that size it trims the heap whenever more than a threshold is free at its top.
-A training step frees and re-allocates the same activations every step (25-40 MB each for the
-default UNet at batch 128), so with glibc's defaults the kernel zero-fills them again: 64,000-
-140,000 page faults per step, measured with ``getrusage`` on the 2-core AMD EPYC this project
-runs on. Raising both thresholds keeps that memory in the heap for the next step; the peak
-memory of the process is unchanged (RSS 1.98-2.17 GB either way for the default fp32 step).
+A training step frees and re-allocates the same activations every step (tens of MB each for the
+default UNet at batch 128), so with glibc's defaults the kernel hands back fresh pages and
+zero-fills them again on every step: tens of thousands of page faults per step, each one
+kernel time the step waits for. Raising both thresholds keeps that memory in the heap, where
+the next step re-uses it; the peak memory of the process does not change, since the same
+activations are live at the same time either way.
 
-Measured there, each arm in its own process (glibc's defaults, then with these settings), policy
-unset, 2 threads, the median over 6 steps (7 chains for sampling) after 2 warm-up, alternating,
-4 rounds for training and 3 for sampling:
-
-- default UNet training step, fp32 + channels_last: 1.59-1.90 s → 1.45-1.72 s (median of the
-  rounds 1,645 → 1,535 ms); bf16: 950-1,033 ms → 913-1,087 ms (~4%);
-- 64 samples, 0.41M UNet, DPM-Solver++ at 20 evaluations: bf16 1.61-1.95 s → 1.15-1.64 s;
-  fp32 2.51-3.55 s → 2.11-2.50 s; the default UNet's DDIM-20 in fp32 6.58-7.10 s → 5.77-6.09 s.
-
-diffusers' fp32 training step gains more from the same settings (median of the rounds 1.91 s →
-1.58 s; ``make bench`` times it both ways), so this is a property of the process, not of
-catdiff's model. Settings of the user's own (the
-``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` with ``glibc.malloc``) are kept.
+The gain is a property of the process, not of catdiff's model (diffusers' training step gains
+more from the same settings), which is why ``make bench`` times the comparisons with each
+tool in a process of its own. The page-fault counts and step times are in the README's Speed
+section ("Freed memory stays in the process"). Settings of the user's own (the ``MALLOC_*_``
+variables or ``GLIBC_TUNABLES`` with ``glibc.malloc``) are kept.
 """
 
 from __future__ import annotations

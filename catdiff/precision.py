@@ -42,8 +42,8 @@ def auto_channels_last(accelerator: str, precision: str) -> bool:
     """``module.channels_last=auto`` for the resolved ``trainer.precision``: on for fp32 on CPU.
 
     oneDNN's fp32 3x3 convolutions are cheaper in channels_last than GroupNorm is dearer, so
-    the fp32 step gains; the bf16 step loses, so it stays off with bf16. GPUs were not
-    measured: off there. The bench runs behind this choice are in the README's Speed section
+    the fp32 step gains; the bf16 step loses, so it stays off with bf16. Untried on GPUs: off
+    there. The bench runs behind this choice are in the README's Speed section
     ("channels_last is the fp32 default").
     """
     return not uses_gpu(accelerator) and str(precision) in ("32-true", "32")

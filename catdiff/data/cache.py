@@ -3,7 +3,7 @@
 A cache file holds what decoding and de-duplicating produced (uint8 images, their content
 keys, the source's own test mask, the load report's counts), so a warm start skips reading,
 decoding and hashing entirely: it lists and stats the files, compares a key, and loads one
-tensor file (about 0.5 s for the 13,544 cat faces).
+tensor file.
 
 * **Key**: SHA-256 over a format version, every decoding parameter (image_size, channels,
   resample, crop, source, include, ...) and, per input file, its path relative to the root,

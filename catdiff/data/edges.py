@@ -20,6 +20,7 @@ def data_channels(channels: int, edges: str) -> int:
     """Channels the model sees: the image's, or 1 for Sobel edges, or 2 for gray + edges."""
     return {"sobel": 1, "sobel+gray": 2}.get(edges, channels)
 
+
 # Gx responds to intensity increasing to the right; Gy (its transpose) downwards.
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 SOBEL_Y = SOBEL_X.T.contiguous()

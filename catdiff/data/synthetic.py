@@ -134,7 +134,7 @@ def synthetic_cats(n: int, image_size: int = 28, seed: int = 0) -> torch.Tensor:
     """``n`` procedural cat-face sketches as a uint8 tensor (n, 1, image_size, image_size).
 
     Fully offline and deterministic: the same ``(n, image_size, seed)`` gives the same
-    pixels, and the first k images of a set do not depend on n. About 0.1 ms per 28 px image.
+    pixels, and the first k images of a set do not depend on n.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise UserError(f"data.image_size={image_size} must be an integer >= 8 for synthetic cats")

@@ -237,9 +237,10 @@ def ddim_step(
             x_t = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_pred still holds
             (Nichol & Dhariwal 2021's guided-diffusion; diffusers' use_clipped_model_output=True).
             False keeps the network's eps (diffusers' DDIMScheduler default). On a linear-schedule
-            eps network the early x0 estimates are far outside [-1, 1] (alpha_bar_{T-1} ~ 4e-5),
-            and eps re-derived from their clipped values left a third of the 50-step samples of
-            diffusers' peer net noisy where keeping its eps left none (catdiff.vs_peer.score).
+            eps network the early x0 estimates are far outside [-1, 1] (alpha_bar_{T-1} ~ 4e-5):
+            eps re-derived from their clipped values is no longer the network's noise estimate,
+            and the chain can end noisy; keeping the net's eps is what such a network was
+            sampled with (the README's "Sample" section shows both on diffusers' peer net).
 
     Returns:
         x_{t_prev} (B, C, H, W).
@@ -390,10 +391,10 @@ class DPMSolverSampler(_StridedSampler):
         clip_x0: clip each x0 prediction to [-1, 1] (the solver's "thresholding", simplest form).
         sde: solve the reverse SDE (stochastic, above) instead of the probability-flow ODE.
         spacing: ``"logsnr"`` (default: even steps in log-SNR, see ``logsnr_timesteps``), or
-            DDIM's ``"trailing"`` / ``"leading"``. On 28x28 cat faces (cosine schedule, v, 0.4M
-            UNet, 384k images, 1,000 samples) logsnr at 20 evaluations gave KID 0.001 against
-            trailing's 0.022, and 0.017 against 0.051 after 48k images
-            (experiments/vs_diffusers/REPORT.md).
+            DDIM's ``"trailing"`` / ``"leading"``. Even log-SNR steps spend the evaluations
+            where the image forms and end at t = 0; on the cat faces they scored far better
+            than trailing ones at the same 20-25 evaluations
+            (experiments/vs_diffusers/REPORT.md, ``catdiff-trailing``).
     """
 
     def __init__(

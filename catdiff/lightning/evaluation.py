@@ -1,5 +1,5 @@
-"""FID, KID and NLL during training, every ``every_n_steps`` (off by default: on a CPU,
-1,000 DDIM-50 samples of the 0.4M model took 220-290 s on one thread; on a GPU set e.g.
+"""FID, KID and NLL during training, every ``every_n_steps`` (off by default: on a CPU one
+evaluation takes minutes, see the README's "Measure quality"; on a GPU set e.g.
 ``callbacks.evaluate.every_n_steps=5000``).
 
 Uses the EMA weights, the datamodule's own splits and the scoring of ``catdiff.evaluate``, so

@@ -107,7 +107,7 @@ class DiffusionModule(L.LightningModule):
         """Per-sample losses (B,) and their timesteps t (B,) for clean images x0 in [-1, 1].
 
         ``stratified`` spreads t evenly over [0, T) across the batch (one random offset), so
-        every timestep bucket is measured even on a small validation set.
+        every timestep bucket is scored even on a small validation set.
         """
         if stratified:
             n, T = x0.shape[0], self.diffusion.T

@@ -1,4 +1,4 @@
-"""Comparable image spaces, so that models trained on different inputs are measured fairly.
+"""Comparable image spaces, so that models trained on different inputs are compared fairly.
 
 A model trained on Sobel edges (``data.edges=sobel``) generates edge maps, not faces: its FID
 against gray faces would measure the input change, not the quality. Every evaluation therefore

@@ -71,11 +71,12 @@ class ResBlock(nn.Module):
 def low_precision_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for bf16/fp16 q, k, v on CPU: matmuls in their dtype, softmax in fp32.
 
-    torch 2.14's CPU ``scaled_dot_product_attention`` is slow in bf16 at these sizes (forward +
-    backward ~3x the fp32 kernel's at 128 x 4 heads of 49 x 16), and casting to fp32 around it
-    costs copies. Two batched matmuls are faster: measured on an AMD EPYC (2 threads, bf16, 4
-    heads of 49 x 16), forward + backward at batch 128 under autocast 11-14 ms against 21-23 ms for fp32
-    SDPA with the casts; forward at batch 64 with bf16 weights 2.0 ms against 3.0-3.5 ms.
+    torch 2.14's CPU ``scaled_dot_product_attention`` has no fast bf16 path at these sizes (a
+    few heads over 7 x 7 = 49 positions), and casting q, k, v to fp32 around it costs copies.
+    Two batched matmuls in bf16 use the fast bf16 matmul kernels; the softmax (exponentials and
+    a sum over the positions, which bf16's 8-bit significand would round coarsely) runs in
+    fp32, as autocast runs it. The timings are in the
+    README's Speed section ("bf16 attention on CPU").
     """
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     return torch.matmul(scores.float().softmax(dim=-1).to(v.dtype), v)
