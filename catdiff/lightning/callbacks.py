@@ -204,7 +204,7 @@ class LastCheckpoint(Callback):
       ``signal_delay_s`` asks SLURM to send): at the next step boundary it saves, stops, and
       after ``fit`` :meth:`requeue_if_signalled` requeues the job (through submitit when
       submitit runs it, else ``scontrol requeue``) and exits. The requeued job finds
-      ``last.ckpt`` in its run folder and resumes from it (catdiff/train.py). Outside SLURM the
+      ``last.ckpt`` in its run folder and resumes from it (catdiff/resume.py). Outside SLURM the
       signal saves and stops the run (resume it with ``ckpt_path=``);
     * on SIGTERM (what SLURM sends before killing a preempted job): under SLURM it saves and
       trains on (SLURM either requeues the job, which then resumes, or sends the requeue

@@ -73,7 +73,7 @@ class _RunFolderLauncher(_SubprocessScriptLauncher):
         os.environ["NODE_RANK"] = str(self.cluster_environment.node_rank())
         os.environ["LOCAL_RANK"] = str(self.cluster_environment.local_rank())
         os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
-        # The ranks inherit OMP_WAIT_POLICY=PASSIVE: catdiff.train.choose_omp_wait_policy sets it
+        # The ranks inherit OMP_WAIT_POLICY=PASSIVE: catdiff.runtime.choose_omp_wait_policy sets it
         # for devices > 1, before torch loads OpenMP (see README, "DDP").
         for local_rank in range(1, self.num_processes):
             env = {**os.environ, "LOCAL_RANK": str(local_rank)}

@@ -52,7 +52,7 @@ class DiffusionModule(L.LightningModule):
             sampling keep using the plain model, so nothing else changes.
         channels_last: keep the network's conv weights (and so its activations) in the
             ``channels_last`` memory format (config key ``module.channels_last``, resolved from
-            ``auto`` by :func:`catdiff.lightning.precision.auto_channels_last`). Same maths,
+            ``auto`` by :func:`catdiff.precision.auto_channels_last`). Same maths,
             another layout for oneDNN's convolutions; checkpoints load into either layout.
     """
 
