@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train demo sample test test-all lint format bench bench-quick report vs-peer clean
+.PHONY: help install train demo sample test test-all lint format bench bench-quick bench-data report vs-peer clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,18 +38,21 @@ test-all:  ## every test, slow ones included
 	$(PY) -m pytest -q -m "" $(ARGS)
 
 lint:  ## ruff lint + format check
-	$(PY) -m ruff check catdiff tests
-	$(PY) -m ruff format --check catdiff tests
+	$(PY) -m ruff check catdiff experiments tests
+	$(PY) -m ruff format --check catdiff experiments tests
 
 format:  ## apply ruff formatting and autofixes
-	$(PY) -m ruff check --fix catdiff tests
-	$(PY) -m ruff format catdiff tests
+	$(PY) -m ruff check --fix catdiff experiments tests
+	$(PY) -m ruff format catdiff experiments tests
 
 bench:  ## speed vs diffusers, 11-16 min on 2 idle cores: JSON + markdown in experiments/bench/ (ARGS="--out PATH")
-	$(PY) -m catdiff.bench $(ARGS)
+	$(PY) -m experiments.bench $(ARGS)
 
 bench-quick:  ## the same benchmark in < 2 min: smaller batch and chains, labelled as such
-	$(PY) -m catdiff.bench --quick $(ARGS)
+	$(PY) -m experiments.bench --quick $(ARGS)
+
+bench-data:  ## data setup (cold/warm) and batches/s next to what training consumes (ARGS="--root DIR ...")
+	$(PY) -m experiments.bench.data $(ARGS)
 
 REPORT_OUT ?= build/report-fixture
 report:  ## example report of the committed fixture runs (made-up eval values) into build/report-fixture/
@@ -57,7 +60,7 @@ report:  ## example report of the committed fixture runs (made-up eval values) i
 		out=$(REPORT_OUT) $(ARGS)
 
 vs-peer:  ## catdiff's recommended recipe vs diffusers' standard one, same data, 384k images each: experiments/vs_diffusers/REPORT.md (~10.5 h on 2 cores; resumable; ARGS="key=value ...")
-	CATDIFF_DATA_ROOT=$${CATDIFF_DATA_ROOT:-$(DATA_ROOT)} OMP_WAIT_POLICY=PASSIVE $(PY) -m catdiff.vs_peer $(ARGS)
+	CATDIFF_DATA_ROOT=$${CATDIFF_DATA_ROOT:-$(DATA_ROOT)} OMP_WAIT_POLICY=PASSIVE $(PY) -m experiments.vs_diffusers $(ARGS)
 
 clean:  ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -14,7 +14,6 @@ same data, identified by its hash) or the standard InceptionV3 (``metrics.extrac
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from catdiff.benchmarks.report import cpu_model
 from catdiff.cli import run_main
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, zoom
+from catdiff.machine import machine
 from catdiff.metrics import (
     FeatureExtractor,
     catdiff_extractor,
@@ -40,12 +39,6 @@ from catdiff.sample import generate, load_checkpoint, load_model, make_sampler, 
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "evaluate.yaml"
 EVAL_FORMAT = 1
-
-
-def machine() -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu_model()} ({cpus} cores){gpu}, torch {torch.__version__}"
 
 
 def tag(cfg: DictConfig, nfe: int, spacing: str | None = None) -> str:

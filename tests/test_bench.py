@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from catdiff import allocator, bench
-from catdiff.benchmarks import train_speed
-from catdiff.benchmarks.timing import (
+from catdiff import allocator
+from catdiff.models import UNet, count_parameters
+from experiments.bench import suite, train_speed
+from experiments.bench.timing import (
     Timing,
     measure,
     measure_interleaved,
@@ -23,7 +24,6 @@ from catdiff.benchmarks.timing import (
     ratio,
     seconds_figure,
 )
-from catdiff.models import UNet, count_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -76,24 +76,24 @@ def test_bench_mirrors_the_default_config() -> None:
     assert module.ema_decay == train_speed.EMA_DECAY
     assert trainer.gradient_clip_val == train_speed.GRAD_CLIP
     tiny = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "unet_tiny.yaml"))
-    for key, value in bench.TINY_UNET.items():
+    for key, value in suite.TINY_UNET.items():
         assert tiny[key] == (list(value) if isinstance(value, tuple) else value), key
 
 
 def test_matched_catdiff_keeps_a_matching_model_and_resizes_another() -> None:
-    target = count_parameters(UNet(**bench.TINY_UNET))
-    kwargs, note = bench.matched_catdiff(bench.TINY_UNET, target)
-    assert kwargs == bench.TINY_UNET and "same model size" in note
-    wide = {**bench.TINY_UNET, "base_channels": 16}
-    kwargs, note = bench.matched_catdiff(wide, target)
-    assert abs(count_parameters(UNet(**kwargs)) / target - 1) <= bench.PARAM_TOLERANCE
+    target = count_parameters(UNet(**suite.TINY_UNET))
+    kwargs, note = suite.matched_catdiff(suite.TINY_UNET, target)
+    assert kwargs == suite.TINY_UNET and "same model size" in note
+    wide = {**suite.TINY_UNET, "base_channels": 16}
+    kwargs, note = suite.matched_catdiff(wide, target)
+    assert abs(count_parameters(UNet(**kwargs)) / target - 1) <= suite.PARAM_TOLERANCE
     assert "base_channels=" in note
 
 
 def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "bench" / "tiny.json"
     # A missing data folder: the decode benchmark falls back to synthetic files.
-    bench.main(["--tiny", "--out", str(out), "--data", str(tmp_path / "no-such-folder")])
+    suite.main(["--tiny", "--out", str(out), "--data", str(tmp_path / "no-such-folder")])
 
     report = json.loads(out.read_text())
     assert report["mode"] == "tiny"
@@ -111,14 +111,14 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "train/diffusers/fp32/adamw@own-process",
         "train/diffusers/bf16/adamw@own-process",
         "train/default/bf16/adamw@own-process",
-        *(case.id for case in bench.TRAIN_VARIANTS),
+        *(case.id for case in suite.TRAIN_VARIANTS),
         "train/default/fp32/adamw@beside-variants",
         "train/default/bf16/adamw@beside-variants",
         "sample/default/ddim50/bf16",
         "sample/diffusers/ddim50/fp32",
         "sample/diffusers/ddim50/bf16@own-process",
         "sample/default/ddim50/fp32@own-process",
-        *(case.id for case in bench.SAMPLE_VARIANTS),
+        *(case.id for case in suite.SAMPLE_VARIANTS),
         "data/cold",
         "data/warm",
         "lightning/trainer",
@@ -179,27 +179,27 @@ def test_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
 
 
 def test_a_model_of_another_size_is_compared_through_a_matched_one() -> None:
-    wide = {**bench.TINY_UNET, "base_channels": 16}
-    settings = dataclasses.replace(bench.TINY, models={"default": wide, "large": wide})
-    b = bench.Bench(settings, data_root=None)
+    wide = {**suite.TINY_UNET, "base_channels": 16}
+    settings = dataclasses.replace(suite.TINY, models={"default": wide, "large": wide})
+    b = suite.Bench(settings, data_root=None)
     assert b.compare == "matched"
-    assert abs(b.params["matched"] / b.params["diffusers"] - 1) <= bench.PARAM_TOLERANCE
+    assert abs(b.params["matched"] / b.params["diffusers"] - 1) <= suite.PARAM_TOLERANCE
     groups = b.train_groups()
     assert groups[0] == (
-        bench.TrainCase("matched", "fp32", again=bench.OWN_PROCESS),
-        bench.TrainCase("diffusers", "fp32", again=bench.OWN_PROCESS),
-        bench.TrainCase("matched", "fp32"),
-        bench.TrainCase("diffusers", "fp32"),
+        suite.TrainCase("matched", "fp32", again=suite.OWN_PROCESS),
+        suite.TrainCase("diffusers", "fp32", again=suite.OWN_PROCESS),
+        suite.TrainCase("matched", "fp32"),
+        suite.TrainCase("diffusers", "fp32"),
     )
-    assert (bench.TrainCase("default", "fp32"),) in groups
+    assert (suite.TrainCase("default", "fp32"),) in groups
     assert any("base_channels=8" in note for note in b.report.notes)
 
 
 def test_each_training_case_is_measured_under_its_own_id() -> None:
     """diffusers is timed again beside each compiled catdiff: the second timing gets its own id,
     so the JSON keeps both and each ratio divides figures measured side by side."""
-    settings = dataclasses.replace(bench.TINY, compile=("fp32", "bf16"))
-    groups = bench.Bench(settings, data_root=None).train_groups()
+    settings = dataclasses.replace(suite.TINY, compile=("fp32", "bf16"))
+    groups = suite.Bench(settings, data_root=None).train_groups()
     ids = [case.id for group in groups for case in group]
     assert len(ids) == len(set(ids)), ids
     compiled = [g for g in groups if g[0].compile]
@@ -212,7 +212,7 @@ def test_each_training_case_is_measured_under_its_own_id() -> None:
 def test_profile_kinds_cover_the_ops_of_a_step() -> None:
     """Every op lands in one kind; the convolutions carry FLOPs and a rate; the kinds and the
     untraced rest add up to the step's wall time."""
-    from catdiff.benchmarks import profile, train_speed
+    from experiments.bench import profile, train_speed
 
     assert profile.kind_of("aten::mkldnn_convolution") == profile.CONV
     assert profile.kind_of("aten.convolution_backward") == profile.CONV
@@ -223,7 +223,7 @@ def test_profile_kinds_cover_the_ops_of_a_step() -> None:
     assert profile.kind_of("Optimizer.step#AdamW.step") == profile.OPTIM
     assert profile.kind_of("aten::silu") == profile.OTHER
 
-    module = train_speed.build_module(dict(bench.TINY_UNET))
+    module = train_speed.build_module(dict(suite.TINY_UNET))
     x0 = train_speed.image_batch(4)
     step = train_speed.train_step_fn(module, "fp32", lambda: x0)
     figures = profile.profile_figures("train", "tiny", step, steps=2, precision="fp32")
@@ -235,11 +235,11 @@ def test_profile_kinds_cover_the_ops_of_a_step() -> None:
 
 
 def test_an_error_in_an_own_process_stops_the_bench_with_its_message() -> None:
-    from catdiff.benchmarks.own_process import OwnProcess
+    from experiments.bench.own_process import OwnProcess
 
     with OwnProcess(catdiff_allocator=False, threads=1) as own:
         step = own.remote(
-            "train_step", tool="diffusers", unet_kwargs=bench.TINY.peer, precision="fp8", batch=2
+            "train_step", tool="diffusers", unet_kwargs=suite.TINY.peer, precision="fp8", batch=2
         )  # built there; fails when run
         with pytest.raises(RuntimeError, match="own process: ValueError: precision must be fp32"):
             step()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -85,9 +84,7 @@ def _members(cfg) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", sorted(SWEEP_AXES))
-def test_debug_fast_trains_every_member_of_every_experiment_in_seconds(
-    name: str, tmp_path: Path
-) -> None:
+def test_debug_fast_trains_every_member_of_every_experiment(name: str, tmp_path: Path) -> None:
     from omegaconf import open_dict
 
     from catdiff.train import train
@@ -102,11 +99,9 @@ def test_debug_fast_trains_every_member_of_every_experiment_in_seconds(
         cfg = compose([*base, *member, f"paths.run_dir={run_dir}", "~callbacks.progress_bar"])
         with open_dict(cfg):
             del cfg["hydra"]
-        started = time.perf_counter()
         metrics = train(cfg)
-        assert time.perf_counter() - started < 60, member
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-        assert metrics["val/loss"] == metrics["val/loss"]  # finite, not NaN
+        assert math.isfinite(float(metrics["val/loss"])), member
 
 
 # --------------------------------------------------------------------- loggers, DDP

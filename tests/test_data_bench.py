@@ -1,4 +1,4 @@
-"""``python -m catdiff.data.bench`` on a tiny folder: it runs and reports every figure."""
+"""``python -m experiments.bench.data`` on a tiny folder: it runs and reports every figure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from catdiff.data import bench
+from experiments.bench import data as data_bench
 
 
 def test_bench_reports_cold_warm_and_throughput(tmp_path, capsys):
@@ -17,7 +17,9 @@ def test_bench_reports_cold_warm_and_throughput(tmp_path, capsys):
         pixels = np.random.default_rng(seed).integers(0, 256, (32, 32), dtype=np.uint8)
         Image.fromarray(pixels).save(root / f"{seed}.png")
     args = ["--source", "folder", "--root", str(root), "--batch-size", "8", "--batches", "5"]
-    result = bench.main([*args, "--train-img-per-s", "100", "--json", str(tmp_path / "b.json")])
+    result = data_bench.main(
+        [*args, "--train-img-per-s", "100", "--json", str(tmp_path / "b.json")]
+    )
     out = capsys.readouterr().out
     for words in (
         "cold data setup",
@@ -34,4 +36,4 @@ def test_bench_reports_cold_warm_and_throughput(tmp_path, capsys):
 
 
 def test_train_speed_measurement_runs():
-    assert bench.train_images_per_second(2, 28, 1, steps=1, warmup=1) > 0
+    assert data_bench.train_images_per_second(2, 28, 1, steps=1, warmup=1) > 0

@@ -1,4 +1,4 @@
-"""catdiff vs diffusers (catdiff.vs_peer): the peer recipe, snapshots, scoring, the copying
+"""catdiff vs diffusers (experiments.vs_diffusers): the peer recipe, snapshots, scoring, the copying
 check and the report, end to end at toy size."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from catdiff.errors import UserError
 from catdiff.metrics.copying import copying, nearest_distances
 from catdiff.metrics.detail import laplacian_energy
 from catdiff.sample import load_checkpoint, load_model
-from catdiff.vs_peer import peer
-from catdiff.vs_peer.cli import parse
-from catdiff.vs_peer.data import training_images
-from catdiff.vs_peer.report import (
+from experiments.vs_diffusers import peer
+from experiments.vs_diffusers.cli import parse
+from experiments.vs_diffusers.data import training_images
+from experiments.vs_diffusers.report import (
     at_equal_images,
     curves,
     detail_vs_kid,
@@ -24,7 +24,7 @@ from catdiff.vs_peer.report import (
     markdown,
     write_report,
 )
-from catdiff.vs_peer.score import (
+from experiments.vs_diffusers.score import (
     OURS,
     PEER,
     PEER_OUR_SAMPLER,
@@ -331,7 +331,7 @@ def test_seed_lists_are_parsed_and_bad_ones_name_the_key() -> None:
 
 def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: Path) -> None:
     args = [
-        "catdiff.vs_peer",
+        "experiments.vs_diffusers",
         "data=synthetic",
         "steps=4",
         "snapshot_every=2",
@@ -363,16 +363,16 @@ def test_make_vs_peer_runs_every_stage_and_reruns_without_retraining(tmp_path: P
     assert training_seed_runs(str(tmp_path / "runs" / "peer_seed7"), PEER)
     run(args)  # finished runs are not retrained, scored snapshots not rescored
     assert (tmp_path / "runs" / "scores" / "scores.jsonl").read_text().splitlines() == scores
-    bad = run(["catdiff.vs_peer", "stepz=4"], check=False)
+    bad = run(["experiments.vs_diffusers", "stepz=4"], check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "error: 'stepz=4' is not an option of python -m catdiff.vs_peer; options: "
+        "error: 'stepz=4' is not an option of python -m experiments.vs_diffusers; options: "
         "out= runs= steps= snapshot_every= n= final_n= final_seeds= training_seeds= peer_seeds= "
         "sampler= "
         "sampler_steps= train= "
         "extractor_steps= data= data_root="
     ]
-    bad = run(["catdiff.vs_peer.peer", "steps=many"], check=False)
+    bad = run(["experiments.vs_diffusers.peer", "steps=many"], check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: steps=many must be an int"
 
 

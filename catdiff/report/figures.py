@@ -50,6 +50,11 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
+# The public names of the two helpers above, for figure code outside this package.
+pyplot = _plt
+save_figure = _save
+
+
 def _yscale(ax, values: list[float]) -> None:
     """Log scale when the values span more than 5x, with plain tick labels; else linear."""
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter

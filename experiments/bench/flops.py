@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from catdiff.benchmarks.timing import Figure, measure, rate_figure
+from experiments.bench.timing import Figure, measure, rate_figure
 
 _aten = torch.ops.aten
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -1,4 +1,4 @@
-"""Data setup and batch throughput next to what training consumes: ``python -m catdiff.data.bench``.
+"""Data setup and batch throughput next to what training consumes: ``python -m experiments.bench.data``.
 
 Measures, with the real ``CatDataModule`` (the path ``python -m catdiff.train`` takes):
 
@@ -16,8 +16,7 @@ Measures, with the real ``CatDataModule`` (the path ``python -m catdiff.train`` 
 The data layer keeps up when batches/s is well above the training steps/s. Run it on an
 idle machine for numbers to quote; the load average is printed with the results.
 
-Uses Lightning (through ``CatDataModule``), unlike the rest of :mod:`catdiff.data`; imported
-only when run.
+Lightning (through ``CatDataModule``) is imported only when run. ``make bench-data``.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ def _sync(device: torch.device) -> None:
 
 def batches_per_second(dm, n_batches: int, device: str = "cpu") -> float:
     """Training batches/s: DataLoader, copy to ``device``, the on-device transform."""
-    from catdiff.benchmarks.train_speed import endless_batches
+    from experiments.bench.train_speed import endless_batches
 
     device = torch.device(device)
     next_batch = endless_batches(dm, device)
@@ -92,7 +91,7 @@ def train_images_per_second(
 ) -> float:
     """Images/s of catdiff's own fp32 training step on the default model (no Lightning, no AMP):
     the step ``make bench`` times (loss, backward, clipping, AdamW, EMA update)."""
-    from catdiff.benchmarks.train_speed import build_module, image_batch, train_step_fn
+    from experiments.bench.train_speed import build_module, image_batch, train_step_fn
 
     device = torch.device(device)
     module = build_module({"image_size": image_size, "in_channels": channels}).to(device)
@@ -121,7 +120,7 @@ def _synthetic_folder(folder: Path, n: int) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m catdiff.data.bench", description=__doc__.split("\n")[0]
+        prog="python -m experiments.bench.data", description=__doc__.split("\n")[0]
     )
     p.add_argument("--source", default="catfaces", choices=["catfaces", "folder", "cifar10_cat"])
     p.add_argument(

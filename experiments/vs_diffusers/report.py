@@ -1,6 +1,6 @@
-"""``experiments/vs_diffusers/REPORT.md`` from the scores of :mod:`catdiff.vs_peer.score`.
+"""``experiments/vs_diffusers/REPORT.md`` from the scores of :mod:`experiments.vs_diffusers.score`.
 
-``python -m catdiff.vs_peer.report scores=DIR/scores.jsonl out=experiments/vs_diffusers``
+``python -m experiments.vs_diffusers.report scores=DIR/scores.jsonl out=experiments/vs_diffusers``
 
 Curves of KID against images seen and against training wall time, the final samples side by
 side, the samples closest to a training face next to that face, the table, and the two
@@ -19,10 +19,10 @@ import torch
 
 from catdiff.images import grid
 from catdiff.metrics.copying import nearest_distances
-from catdiff.report.figures import _plt, _save
-from catdiff.vs_peer import peer
-from catdiff.vs_peer.cli import one_line_errors, parse
-from catdiff.vs_peer.score import (
+from catdiff.report.figures import pyplot, save_figure
+from experiments.vs_diffusers import peer
+from experiments.vs_diffusers.cli import one_line_errors, parse
+from experiments.vs_diffusers.score import (
     OURS,
     PEER,
     PEER_OUR_SAMPLER,
@@ -103,7 +103,7 @@ def real_reference(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def add_idle_time(runs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] | None) -> None:
-    """``idle_s``: images seen over the recipe's idle-machine img/s (catdiff.vs_peer.speed)."""
+    """``idle_s``: images seen over the recipe's idle-machine img/s (experiments.vs_diffusers.speed)."""
     if not speed:
         return
     for recipe, lines in runs.items():
@@ -203,7 +203,7 @@ def at_equal_images(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any
 def kid_curves(
     runs: dict[str, list[dict[str, Any]]], real: dict[str, Any] | None, x: str, path: Path
 ) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     scale = 1 / 1000 if x == "images_seen" else 1 / 60
     others = iter(OTHER_COLORS * len(runs))
@@ -243,7 +243,7 @@ def kid_curves(
     ax.set_ylabel("KID (catdiff extractor)")
     ax.set_yscale("log")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     return (
         "KID against the training split (mean over 100 subsets; error bars: their std) of each "
         "snapshot's EMA weights; log scale (the held-out faces' KID, about 0, is off the axis when "
@@ -269,7 +269,7 @@ def detail_vs_kid(
         points.setdefault(family, []).extend(zip(details, kids, strict=True))
     if sum(len(p) for p in points.values()) < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     others = iter(OTHER_COLORS * len(points))
     for family, pairs in points.items():
@@ -284,7 +284,7 @@ def detail_vs_kid(
     ax.set_xlabel("detail: samples' mean squared Laplacian / the training faces'")
     ax.set_ylabel("KID (catdiff extractor)")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     return (
         f"Every final at {budget:,} images, one point per training run and sampling seed: KID "
         "against the detail ratio (catdiff.metrics.detail; 1 = as much fine texture as the "
@@ -307,7 +307,7 @@ def sample_grids(
             panels.append((recipe, lines[-1], grid(images[:64], nrow=8)))
     if not panels:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5))
     for ax, (recipe, line, image) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -316,7 +316,7 @@ def sample_grids(
             f"{line['sampler']} {line['nfe']} NFE, KID {line['kid']['mean']:.3g}"
         )
         ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
     return "The first 64 samples of each run's last snapshot (seed 0), no cherry-picking."
 
 
@@ -340,13 +340,13 @@ def nearest_pairs(
         rows.append((recipe, grid(pairs.flatten(0, 1), nrow=2 * k), dist[order]))
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)))
     for ax, (recipe, image, dist) in zip(np.atleast_1d(axes), rows, strict=True):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"{recipe}: L2 " + ", ".join(f"{d:.2f}" for d in dist.tolist()), fontsize=7)
         ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
     return (
         "Each run's 8 samples closest to a training face (left of each pair) next to that face "
         "(right, mirrored when the mirror is closer); L2 distance on 28x28 pixels in [0, 1]."
@@ -601,7 +601,7 @@ def write_report(
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    from catdiff.vs_peer.data import training_images
+    from experiments.vs_diffusers.data import training_images
 
     options = {
         "scores": None,
@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> None:
         "data": "catfaces",
         "data_root": None,
     }
-    opts = parse(argv, options, "catdiff.vs_peer.report", required=["scores", "out"])
+    opts = parse(argv, options, "experiments.vs_diffusers.report", required=["scores", "out"])
     train = training_images(opts["data_root"], opts["data"])["train"]
     setup = Path(opts["setup"]).read_text() if opts["setup"] else ""
     print(write_report(Path(opts["scores"]), Path(opts["out"]), train, setup, opts["budget"]))

@@ -1,6 +1,6 @@
 """Score every snapshot of the two runs with catdiff's metrics, off the training clock.
 
-``python -m catdiff.vs_peer.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000] [finals_only=true]
+``python -m experiments.vs_diffusers.score peer=DIR ours=RUN_DIR out=DIR [n=500] [final_n=1000] [finals_only=true]
 [ours_seeds=RUN_DIR,RUN_DIR] [peer_seeds=DIR,DIR]``
 
 For each snapshot (the peer's ``DIR/snapshots/step*.pt``, ours ``RUN_DIR/snapshots/step*.ckpt``):
@@ -32,8 +32,8 @@ from catdiff.evaluate import extractor_for
 from catdiff.metrics.copying import copying
 from catdiff.metrics.detail import laplacian_energy
 from catdiff.metrics.fid import fid_kid, real_features
-from catdiff.vs_peer import peer
-from catdiff.vs_peer.cli import one_line_errors, parse
+from experiments.vs_diffusers import peer
+from experiments.vs_diffusers.cli import one_line_errors, parse
 
 PEER, OURS = "diffusers", "catdiff"
 # The peer's final network sampled with catdiff's sampler: how much of the gap is the sampler.
@@ -68,7 +68,7 @@ OPTIONS: dict[str, Any] = {
     # separated: only their finals are scored (final_n x final_seeds), as recipes named
     # "catdiff (training seed K)", so the report gives the recipe's KID over training seeds.
     "ours_seeds": None,
-    # The same for the peer: its recipe trained again (`python -m catdiff.vs_peer.peer seed=K`),
+    # The same for the peer: its recipe trained again (`python -m experiments.vs_diffusers.peer seed=K`),
     # scored as "diffusers (training seed K)", so that both sides of the ratio are means.
     "peer_seeds": None,
     # Only the finals: e.g. final_n=5000 final_seeds=10 finals_only=true, a less noisy KID of
@@ -141,8 +141,8 @@ def sample_peer_with_ours(
     path: Path, n: int, seed: int, sampler: str, steps: int, spacing: str | None = None
 ) -> tuple[torch.Tensor, int, Any]:
     """The peer's network (eps, linear betas) through catdiff's sampler."""
-    from catdiff.benchmarks.peer import forward_fn
     from catdiff.diffusion import GaussianDiffusion, make_betas
+    from experiments.bench.peer import forward_fn
 
     net = forward_fn(peer.load_snapshot(path))
     diffusion = GaussianDiffusion(make_betas("linear", peer.RECIPE["T"]), objective="eps")
@@ -191,7 +191,7 @@ class Scorer:
         """The scorer of conf/data/<data>.yaml's splits, extractors cached in the data dir."""
         import os
 
-        from catdiff.vs_peer.data import training_images
+        from experiments.vs_diffusers.data import training_images
 
         images = training_images(data_root, data)
         cache = Path(os.environ.get("CATDIFF_DATA_DIR", "data")) / "extractors"
@@ -411,7 +411,7 @@ def training_seed_runs(folders: str | None, base: str = OURS) -> dict[str, Path]
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    opts = parse(argv, OPTIONS, "catdiff.vs_peer.score", required=["peer", "ours", "out"])
+    opts = parse(argv, OPTIONS, "experiments.vs_diffusers.score", required=["peer", "ours", "out"])
     seed_runs = training_seed_runs(opts["ours_seeds"]) | training_seed_runs(
         opts["peer_seeds"], PEER
     )

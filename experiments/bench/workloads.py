@@ -1,7 +1,7 @@
 """The timed work of the bench's comparisons, built from plain arguments.
 
 One place builds a training step or a sampling chain of catdiff or diffusers, so the bench's
-process and a spawned one (``catdiff.benchmarks.own_process``, which calls these by name) time
+process and a spawned one (``experiments.bench.own_process``, which calls these by name) time
 exactly the same work. Every function returns a callable that does one step or one chain.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from catdiff.benchmarks import peer, sampling, train_speed
 from catdiff.diffusion.build import build_diffusion
 from catdiff.models import UNet
+from experiments.bench import peer, sampling, train_speed
 
 
 def train_step(

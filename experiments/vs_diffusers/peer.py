@@ -1,6 +1,6 @@
 """The peer: diffusers' standard unconditional recipe, reproduced as the baseline.
 
-``python -m catdiff.vs_peer.peer out=DIR [steps=6000] [snapshot_every=750] [threads=2]``
+``python -m experiments.vs_diffusers.peer out=DIR [steps=6000] [snapshot_every=750] [threads=2]``
 
 The recipe (issue 7): ``UNet2DModel`` (1.62M parameters, attention at 7x7), ``DDPMScheduler``
 (linear betas 1e-4..0.02, T=1000, epsilon prediction), MSE on the noise, AdamW (lr 5e-4,
@@ -30,9 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from catdiff.benchmarks.peer import DIFFUSERS_UNET
 from catdiff.errors import UserError
-from catdiff.vs_peer.cli import one_line_errors, parse
+from experiments.bench.peer import DIFFUSERS_UNET
+from experiments.vs_diffusers.cli import one_line_errors, parse
 
 UNET_CONFIG: dict[str, Any] = DIFFUSERS_UNET  # the issue's UNet2DModel, 1,623,169 parameters
 OPTIONS: dict[str, Any] = {
@@ -269,9 +269,9 @@ def sample(
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    from catdiff.vs_peer.data import training_images
+    from experiments.vs_diffusers.data import training_images
 
-    opts = parse(argv, OPTIONS, "catdiff.vs_peer.peer", required=["out"])
+    opts = parse(argv, OPTIONS, "experiments.vs_diffusers.peer", required=["out"])
     torch.set_num_threads(opts["threads"])
     images = training_images(opts["data_root"], opts["data"])["train"]
     train(

@@ -1,15 +1,15 @@
-"""``python -m catdiff.vs_peer [out=experiments/vs_diffusers] [runs=DIR] [steps=6000] ...``
+"""``python -m experiments.vs_diffusers [out=experiments/vs_diffusers] [runs=DIR] [steps=6000] ...``
 (``make vs-peer``): the whole comparison, resumable at every stage.
 
-1. trains the peer (:mod:`catdiff.vs_peer.peer`) and catdiff's ``experiment=recommended``
+1. trains the peer (:mod:`experiments.vs_diffusers.peer`) and catdiff's ``experiment=recommended``
    side by side, one thread each, on the same training split, to the same images seen
    (``steps`` x 64), both snapshotting every ``snapshot_every`` steps; then catdiff's recipe
    again at each of ``training_seeds`` and the peer's at each of ``peer_seeds`` (two at a
    time), whose finals are scored too;
-2. scores every snapshot (:mod:`catdiff.vs_peer.score`): ``n`` samples per curve point and
+2. scores every snapshot (:mod:`experiments.vs_diffusers.score`): ``n`` samples per curve point and
    ``final_n`` at the end, once per seed of ``final_seeds``, KID/FID on the catdiff
    extractor, the copying check;
-3. writes ``out/REPORT.md`` and its figures (:mod:`catdiff.vs_peer.report`).
+3. writes ``out/REPORT.md`` and its figures (:mod:`experiments.vs_diffusers.report`).
 
 Run it again after an interruption: finished runs and scored snapshots are kept, a killed
 training resumes from its last save. ``train=false`` only scores and reports.
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from catdiff.errors import UserError
-from catdiff.vs_peer.cli import one_line_errors, parse
+from experiments import child_env
+from experiments.vs_diffusers.cli import one_line_errors, parse
 
 OPTIONS: dict[str, Any] = {
     "out": "experiments/vs_diffusers",
@@ -75,7 +76,7 @@ def peer_command(opts: dict[str, Any], folder: Path, seed: int | None = None) ->
     root = opts["data_root"]
     return (
         [
-            "catdiff.vs_peer.peer",
+            "experiments.vs_diffusers.peer",
             f"out={folder}",
             f"steps={opts['steps']}",
             f"snapshot_every={opts['snapshot_every']}",
@@ -134,7 +135,7 @@ def run_side_by_side(opts: dict[str, Any], commands: dict[str, list[str]]) -> No
     runs = Path(opts["runs"])
     # At these small convolutions two 1-thread processes get more done on 2 cores than one
     # 2-thread process, and the two recipes share the machine equally.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = child_env(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     procs = {}
     for name, cmd in commands.items():
         log = runs / f"{name}.log"
@@ -150,11 +151,11 @@ def run_side_by_side(opts: dict[str, Any], commands: dict[str, list[str]]) -> No
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    from catdiff.vs_peer import peer
-    from catdiff.vs_peer.report import write_report
-    from catdiff.vs_peer.score import OURS, PEER, Scorer, score_runs, training_seed_recipe
+    from experiments.vs_diffusers import peer
+    from experiments.vs_diffusers.report import write_report
+    from experiments.vs_diffusers.score import OURS, PEER, Scorer, score_runs, training_seed_recipe
 
-    opts = parse(argv, OPTIONS, "catdiff.vs_peer")
+    opts = parse(argv, OPTIONS, "experiments.vs_diffusers")
     opts["runs"] = opts["runs"] or str(
         Path(os.environ.get("CATDIFF_OUTPUTS", "outputs")) / "vs_peer"
     )

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from torch.profiler import ProfilerActivity, profile
 
-from catdiff.benchmarks.flops import count_flops_by_op
-from catdiff.benchmarks.timing import Figure, count_figure
+from experiments.bench.flops import count_flops_by_op
+from experiments.bench.timing import Figure, count_figure
 
 CONV, MATMUL, NORM, OPTIM, OTHER = (
     "convolutions",

@@ -4,7 +4,7 @@
 (``catdiff.allocator``); diffusers' users get the C library's defaults. :class:`OwnProcess`
 builds a training step or a sampling chain of either in a spawned Python process (same
 environment, same torch thread count), with or without catdiff's settings, using the builders
-the bench's own process uses (``catdiff.benchmarks.workloads``), and runs it on request, so the
+the bench's own process uses (``experiments.bench.workloads``), and runs it on request, so the
 bench can time the two interleaved, call by call. A call costs one pipe round trip on top of
 the work (to a spawned echo process: median 24 us, 99th percentile 83 us).
 
@@ -31,7 +31,7 @@ def _serve(conn: Any, threads: int, catdiff_allocator: bool) -> None:
 
         keep_freed_memory()
     torch.set_num_threads(threads)
-    from catdiff.benchmarks.workloads import BUILDERS
+    from experiments.bench.workloads import BUILDERS
 
     fns: list[Callable[[], object]] = []
     while True:

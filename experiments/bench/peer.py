@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from catdiff.benchmarks.flops import DTYPES
-from catdiff.benchmarks.train_speed import ADAMW_KWARGS, EMA_DECAY, GRAD_CLIP, autocast
+from experiments.bench.flops import DTYPES
+from experiments.bench.train_speed import ADAMW_KWARGS, EMA_DECAY, GRAD_CLIP, autocast
 
 # The diffusers UNet the issue names: 1,623,169 parameters, attention at 7x7.
 DIFFUSERS_UNET = {

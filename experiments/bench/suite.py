@@ -1,8 +1,8 @@
 """Speed benchmark of catdiff against diffusers on this machine: ``make bench`` / ``bench-quick``.
 
-    python -m catdiff.bench                 # full run (12-14 min on 2 idle cores): the numbers to quote
-    python -m catdiff.bench --quick         # < 2 min, smaller batch and chains, labelled as such
-    python -m catdiff.bench --out results/x.json --threads 2
+    python -m experiments.bench                 # full run (12-14 min on 2 idle cores): the numbers to quote
+    python -m experiments.bench --quick         # < 2 min, smaller batch and chains, labelled as such
+    python -m experiments.bench --out results/x.json --threads 2
 
 Measures, with the same thread count throughout: the machine's peak FLOP
 rates (matmul, 3x3 conv; fp32, bf16), model FLOPs per image, training images/s (catdiff's real
@@ -42,10 +42,15 @@ from typing import Any
 import torch
 
 from catdiff import allocator
-from catdiff.benchmarks import data_pipeline, flops, peer, profile, train_speed, workloads
-from catdiff.benchmarks.own_process import OwnProcess
-from catdiff.benchmarks.report import Report, machine_info, to_markdown, write
-from catdiff.benchmarks.timing import (
+from catdiff.data import synthetic_cats
+from catdiff.errors import UserError
+from catdiff.lightning.precision import auto_channels_last
+from catdiff.models import UNet, count_parameters
+from catdiff.sample import with_precision
+from experiments.bench import data_pipeline, flops, peer, profile, train_speed, workloads
+from experiments.bench.own_process import OwnProcess
+from experiments.bench.report import Report, machine_info, to_markdown, write
+from experiments.bench.timing import (
     Figure,
     Timing,
     count_figure,
@@ -55,13 +60,8 @@ from catdiff.benchmarks.timing import (
     ratio,
     seconds_figure,
 )
-from catdiff.data import synthetic_cats
-from catdiff.errors import UserError
-from catdiff.lightning.precision import auto_channels_last
-from catdiff.models import UNet, count_parameters
-from catdiff.sample import with_precision
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 CATFACES = ROOT.parent / "shared" / "data" / "catfaces64"
 BUSY_LOAD = 0.5  # 1-min load average above which the report warns that others were running
 PARAM_TOLERANCE = 0.05  # catdiff's model and diffusers' must have parameter counts within 5%
@@ -226,7 +226,7 @@ TRAIN_VARIANTS = (
 )
 
 BESIDE_VARIANTS = "beside-variants"
-# Timed in a process of its own (catdiff.benchmarks.own_process), as users run each tool:
+# Timed in a process of its own (experiments.bench.own_process), as users run each tool:
 # catdiff with its allocator settings (catdiff.allocator, as catdiff.train sets them), diffusers
 # with the C library's defaults. Without this tag a case runs in the bench's process, which has
 # catdiff's allocator settings.
@@ -763,7 +763,7 @@ def default_out() -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m catdiff.bench", description=__doc__.split("\n")[0]
+        prog="python -m experiments.bench", description=__doc__.split("\n")[0]
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(

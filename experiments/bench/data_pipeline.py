@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from catdiff.benchmarks.train_speed import datamodule_for, endless_batches
 from catdiff.data import decode_images, list_images, synthetic_cats
+from experiments.bench.train_speed import datamodule_for, endless_batches
 
 
 def image_files(root: Path | None, limit: int, tmp: Path) -> tuple[list[Path], str]:

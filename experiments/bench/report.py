@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from catdiff import allocator
-from catdiff.benchmarks.timing import Figure, Ratio
+from catdiff.machine import cpu_model
+from experiments.bench.timing import Figure, Ratio
 
 SECTIONS = {
     "peak": "Peak compute of this machine",
@@ -37,17 +38,6 @@ _COLUMNS = {
     "overhead_pct": "overhead % of step",
     "share": "share of step",
 }
-
-
-def cpu_model() -> str:
-    """The ``model name`` line of /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, Any]:

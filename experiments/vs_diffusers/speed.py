@@ -1,10 +1,10 @@
 """Each recipe's training speed on an idle machine, measured the same way for both.
 
-``python -m catdiff.vs_peer.speed [steps=100] [threads=2] [out=FILE.json]``
+``python -m experiments.vs_diffusers.speed [steps=100] [threads=2] [out=FILE.json]``
 
 The comparison's own training runs share the machine (one thread each, side by side, with
 scoring beside them), so their wall clocks are upper bounds. This runs each recipe's real
-training loop -- the peer's ``catdiff.vs_peer.peer``, catdiff's ``catdiff.train
+training loop -- the peer's ``experiments.vs_diffusers.peer``, catdiff's ``catdiff.train
 experiment=recommended`` -- one after the other on ``threads`` threads, and takes the images
 per second between the snapshot at ``steps // 5`` (after start-up and warm-up) and the one at
 ``steps``: everything the loop does per step counts, start-up does not. The report converts
@@ -14,15 +14,15 @@ images seen into minutes with these rates ("wall time at idle-machine speed").
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from catdiff.errors import UserError
-from catdiff.vs_peer.cli import one_line_errors, parse
-from catdiff.vs_peer.score import snapshots_of
+from experiments import child_env
+from experiments.vs_diffusers.cli import one_line_errors, parse
+from experiments.vs_diffusers.score import snapshots_of
 
 
 def images_per_second(run: Path) -> float:
@@ -36,12 +36,12 @@ def images_per_second(run: Path) -> float:
 def measure(steps: int = 100, threads: int = 2, data: str = "catfaces") -> dict[str, float]:
     if steps < 10 or steps % 5:
         raise UserError(f"steps={steps} must be a multiple of 5, at least 10")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = child_env(OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
     with tempfile.TemporaryDirectory(prefix="catdiff-speed-") as tmp:
         peer_dir, ours_dir = Path(tmp, "peer"), Path(tmp, "catdiff")
         commands = {
             "diffusers": [
-                "catdiff.vs_peer.peer",
+                "experiments.vs_diffusers.peer",
                 f"out={peer_dir}",
                 f"steps={steps}",
                 f"snapshot_every={steps // 5}",
@@ -76,7 +76,7 @@ def measure(steps: int = 100, threads: int = 2, data: str = "catfaces") -> dict[
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     options = {"steps": 100, "threads": 2, "out": None, "data": "catfaces"}
-    opts = parse(argv, options, "catdiff.vs_peer.speed")
+    opts = parse(argv, options, "experiments.vs_diffusers.speed")
     result = measure(opts["steps"], opts["threads"], opts["data"])
     for name, rate in result["img_per_s"].items():
         print(f"{name}: {rate:.1f} img/s on {result['threads']} thread(s)")

@@ -1,4 +1,4 @@
-"""``key=value`` options of the catdiff.vs_peer commands, and their one-line errors."""
+"""``key=value`` options of the experiments.vs_diffusers commands, and their one-line errors."""
 
 from __future__ import annotations
 

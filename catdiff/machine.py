@@ -1,0 +1,28 @@
+"""Which machine a result came from: one line for ``metrics.json`` and the bench's header."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    """The ``model name`` line of /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """``<cpu model> (<usable cores> cores)[, <gpu>], torch <version>``: the cores this process
+    may run on (its affinity), not the machine's total, since that is what bounds its speed."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu_model()} ({cpus} cores){gpu}, torch {torch.__version__}"
