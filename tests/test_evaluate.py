@@ -21,7 +21,7 @@ EVAL = [
     "steps=5",
     "batch_size=20",
     "metrics.extractor_steps=15",
-    "metrics.kid_subsets=10",
+    "metrics.fid_kid.kid_subsets=10",
     "nll.timesteps=4",
     "nll.images=16",
 ]
