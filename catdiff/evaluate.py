@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from catdiff.benchmarks.report import cpu_model
@@ -69,7 +70,12 @@ def build_metrics(metrics: DictConfig) -> list[Metric]:
     for name, node in metrics.items():
         if not (isinstance(node, DictConfig) and "_target_" in node):
             continue
-        metric = build(node, f"metrics.{name}")
+        try:
+            metric = build(node, f"metrics.{name}")
+        except InstantiationException as e:
+            if not str(e).startswith("Error locating target"):
+                raise
+            raise UserError(f"metrics.{name}._target_={node._target_}: no such class") from None
         if not isinstance(metric, Metric):
             raise UserError(
                 f"metrics.{name}._target_={node._target_} is not a catdiff.metrics.metric.Metric"
