@@ -129,7 +129,8 @@ FIXED_KEYS: dict[str, dict[str, Any]] = {
         "by_extractor": False,
         "about": (
             "detail ratio: the samples' mean squared Laplacian over the reference images' "
-            "(catdiff.metrics.detail); 1 is as finely detailed as the data, below 1 smoother."
+            "(catdiff.metrics.detail); 1 is as finely detailed as the data, below 1 smoother, "
+            "above 1 noisier."
         ),
     },
 }
