@@ -434,3 +434,35 @@ def test_a_new_metric_reaches_the_tables_without_report_code(tmp_path, capsys, m
     for source in (ROOT / "catdiff" / "report").glob("*.py"):
         code = source.read_text().lower()
         assert "precision_recall" not in code and "recall" not in code, source
+
+
+def test_detail_and_run_level_scores_go_in_the_main_table(tmp_path, capsys) -> None:
+    """The older ``detail`` key (neither direction better) and a generic score of the whole
+    run with a per-run spread: main-table columns, the spread's own column, no 'better'."""
+    sweep = _copy_sweep(tmp_path)
+    for k, path in enumerate(sorted(sweep.glob(f"*/eval/{TAG}/metrics.json"))):
+        ev = json.loads(path.read_text())
+        smoother = 0.3 if "loss=l2" in str(path) else 0.0
+        ev["detail"] = {"gray": 0.9 + 0.01 * k - smoother, "edges": 0.9}
+        ev["scores"] = {
+            "bits_back": {
+                "label": "bits back",
+                "lower_is_better": True,
+                "format": ".2f",
+                "value": 2.0 + k,
+                "spread": 0.5,
+                "spread_name": "std",
+            }
+        }
+        path.write_text(json.dumps(ev))
+    _report([sweep, f"out={tmp_path / 'out'}"], capsys)
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    header = _header(text)
+    for column in ("detail ratio gray", "detail ratio edges", "bits back"):
+        assert column in header, header
+    assert "bits back: mean per-run std" in header
+    assert _row(text, "loss=l1")[header.index("bits back: mean per-run std")] == "0.50"
+    assert _row(text, "loss=l1")[header.index("detail ratio edges")] == "0.9000 ± 0.0000"
+    detail = _verdict(text, "detail ratio gray")  # l2 far smoother: not 'better' or 'worse'
+    assert "larger than the seed-to-seed spread" in detail and "is better" not in detail
+    assert "1 is as finely detailed as the data" in text  # its legend
