@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from catdiff.cli import run_main
+from catdiff.config import build
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, zoom
 from catdiff.machine import machine
-from catdiff.metrics import (
-    FeatureExtractor,
-    catdiff_extractor,
-    fid_kid,
-    inception_extractor,
-    load_extractor,
-)
-from catdiff.metrics.detail import detail_ratio
+from catdiff.metrics.metric import Metric
 from catdiff.metrics.nll import nll_bpd
-from catdiff.metrics.spaces import spaces_of
+from catdiff.metrics.score import ExtractorOptions, score, summary
 from catdiff.sample import generate, load_checkpoint, load_model, make_sampler, pick_device
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "evaluate.yaml"
@@ -61,56 +56,25 @@ def load_run_images(data_cfg: dict[str, Any], data_root: str | None) -> dict[str
     return {"train": dm.train_images, "test": dm.test_images}
 
 
-def extractor_for(
-    train_space_images: torch.Tensor, metrics: DictConfig, cache_dir: Path
-) -> FeatureExtractor:
-    """The feature extractor of one space (see conf/evaluate.yaml metrics.*)."""
-    if metrics.extractor == "inception":
-        return inception_extractor(metrics.inception_weights)
-    if metrics.extractor != "catdiff":
-        raise UserError(f"metrics.extractor={metrics.extractor} must be catdiff or inception")
-    if metrics.extractor_path:
-        return load_extractor(metrics.extractor_path)
-    steps = {"steps": metrics.extractor_steps} if metrics.extractor_steps > 0 else {}
-    return catdiff_extractor(train_space_images, cache_dir, progress=True, **steps)
-
-
-def score(
-    samples: torch.Tensor,
-    data: dict[str, torch.Tensor],
-    data_cfg: dict[str, Any],
-    metrics: DictConfig,
-    reference: str,
-    cache_dir: Path,
-    device: torch.device,
-) -> dict[str, Any]:
-    """FID, KID and the detail ratio (catdiff.metrics.detail) of uint8 samples against a
-    reference split, per comparable space."""
-    if reference not in data:
-        raise UserError(f"reference={reference} must be train or test")
-    space_args = {
-        "edges": data_cfg.get("edges", "none"),
-        "channels": data_cfg.get("channels", 1),
-        "edge_blur": data_cfg.get("edge_blur", 0.0),
-    }
-    fake = spaces_of(samples, **space_args)
-    real = spaces_of(data[reference], **space_args)
-    train = spaces_of(data["train"], **space_args) if reference != "train" else real
-    out: dict[str, Any] = {"fid": {}, "kid": {}, "detail": {}, "extractor": {}}
-    for space in fake:
-        extractor = extractor_for(train[space], metrics, cache_dir).to(device)
-        result = fid_kid(
-            extractor,
-            real[space],
-            fake[space],
-            kid_subsets=metrics.kid_subsets,
-            kid_subset_size=min(metrics.kid_subset_size, len(real[space]), len(fake[space])),
-        )
-        out["fid"][space] = result["fid"]
-        out["kid"][space] = {"mean": result["kid_mean"], "std": result["kid_std"]}
-        out["detail"][space] = detail_ratio(fake[space], real[space])
-        out["extractor"][space] = extractor.info()
-    return out
+def build_metrics(metrics: DictConfig) -> list[Metric]:
+    """The metric components of conf/evaluate.yaml: the ``metrics.*`` entries that have a
+    ``_target_``, built in order (a new metric is its module and one entry there)."""
+    built = []
+    for name, node in metrics.items():
+        if not (isinstance(node, DictConfig) and "_target_" in node):
+            continue
+        try:
+            metric = build(node, f"metrics.{name}")
+        except InstantiationException as e:
+            if not str(e).startswith("Error locating target"):
+                raise
+            raise UserError(f"metrics.{name}._target_={node._target_}: no such class") from None
+        if not isinstance(metric, Metric):
+            raise UserError(
+                f"metrics.{name}._target_={node._target_} is not a catdiff.metrics.metric.Metric"
+            )
+        built.append(metric)
+    return built
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -141,6 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.n < 2 or cfg.batch_size < 1:
         raise UserError(f"n={cfg.n} must be at least 2 and batch_size at least 1")
     check_options(cfg)
+    metrics = build_metrics(cfg.metrics) if cfg.metrics.fid else []
     start = time.perf_counter()
     ckpt = load_checkpoint(cfg.ckpt)
     model, diffusion, shape = load_model(ckpt, cfg.weights)
@@ -183,7 +148,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.metrics.fid:
         t1 = time.perf_counter()
-        result.update(score(samples, data, data_cfg, cfg.metrics, cfg.reference, cache_dir, device))
+        extractor = ExtractorOptions.of(cfg.metrics)
+        result.update(
+            score(samples, data, data_cfg, metrics, cfg.reference, cache_dir, device, extractor)
+        )
         wall["fid"] = round(time.perf_counter() - t1, 2)
     if cfg.nll.mode != "none":
         t2 = time.perf_counter()
@@ -211,12 +179,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def summary_line(result: dict[str, Any], out: Path) -> str:
-    parts = [f"{result['sampler']} {result['nfe']} NFE, n={result['n']}"]
-    for space, fid in result.get("fid", {}).items():
-        kid = result["kid"][space]
-        parts.append(f"FID[{space}] {fid:.2f}  KID[{space}] {kid['mean']:.4f}+-{kid['std']:.4f}")
-        if space in result.get("detail", {}):
-            parts.append(f"detail[{space}] {result['detail'][space]:.2f}")
+    parts = [f"{result['sampler']} {result['nfe']} NFE, n={result['n']}", *summary(result)]
     if "nll" in result:
         parts.append(f"NLL {result['nll']['bpd']:.3f}+-{result['nll']['se']:.3f} bits/dim")
     return " | ".join(parts) + f"  ({result['wall_time_s']['total']:.0f} s): {out}/metrics.json"

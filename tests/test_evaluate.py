@@ -21,7 +21,7 @@ EVAL = [
     "steps=5",
     "batch_size=20",
     "metrics.extractor_steps=15",
-    "metrics.kid_subsets=10",
+    "metrics.fid_kid.kid_subsets=10",
     "nll.timesteps=4",
     "nll.images=16",
 ]
@@ -67,6 +67,12 @@ def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Pat
     assert set(metrics["detail"]) == {"gray", "edges"}
     assert all(math.isfinite(v) and v > 0 for v in metrics["detail"].values())
     assert f"detail[gray] {metrics['detail']['gray']:.2f}" in proc.stdout
+    # conf/evaluate.yaml's other metric, in the generic form: precision and recall per space
+    precision = metrics["scores"]["precision"]
+    assert set(precision["value"]) == set(metrics["scores"]["recall"]["value"]) == {"gray", "edges"}
+    assert precision["settings"] == {"k": 3, "n": 40} and precision["lower_is_better"] is False
+    assert all(0 <= v <= 1 for v in precision["value"].values())
+    assert f"precision[gray] {precision['value']['gray']:.3f}" in proc.stdout
 
     # Same options again: the cached extractors are reused and the numbers repeat exactly.
     again = tmp_path / "again"
@@ -81,6 +87,7 @@ def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Pat
     )
     second = json.loads((again / "metrics.json").read_text())
     assert second["fid"] == metrics["fid"] and second["nll"]["bpd"] == metrics["nll"]["bpd"]
+    assert second["kid"] == metrics["kid"] and second["scores"] == metrics["scores"]
     assert second["extractor"] == metrics["extractor"]
     assert len(list(cache.glob("*.pt"))) == 2  # one extractor per space, trained once
 
@@ -91,6 +98,8 @@ def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Pat
         ("metrics.extractor=resnet", "metrics.extractor"),
         ("nll.mode=exact", "nll.mode"),
         ("metrics.fidd=true", "metrics.fidd"),
+        ("metrics.precision_recall.k=0", "metrics.precision_recall.k"),
+        ("metrics.fid_kid._target_=catdiff.nope.FID", "metrics.fid_kid._target_"),
         ("n=many", "n="),
     ],
 )

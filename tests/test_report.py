@@ -369,3 +369,100 @@ def test_cli_default_out_and_no_lightning_or_hydra(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "experiments" / "loss_sweep" / "REPORT.md").is_file()
     assert len(list((tmp_path / "experiments" / "loss_sweep" / "figures").glob("*.png"))) == 4
+
+
+def test_a_new_metric_reaches_the_tables_without_report_code(tmp_path, capsys, monkeypatch):
+    """Precision/recall (a metric the report's code never names) scored by catdiff.metrics
+    into a fixture-like run set: its columns join the FID/KID tables of their extractor,
+    with mean ± std over seeds, its direction in the verdicts and its own format per run."""
+    import torch
+    import yaml
+
+    from catdiff.data.synthetic import synthetic_cats
+    from catdiff.metrics import score as score_module
+    from catdiff.metrics.precision_recall import PrecisionRecall
+    from catdiff.report import stats
+    from tests.test_metrics_score import Projection
+
+    sweep = _copy_sweep(tmp_path)
+    train = synthetic_cats(200, 28, seed=0)
+    noise = torch.randint(0, 256, (100, 1, 28, 28), generator=torch.Generator().manual_seed(9))
+    written: dict[str, list[float]] = {"loss=l1": [], "loss=l2": []}
+    for run in sorted(sweep.iterdir(), key=lambda p: p.name):
+        path = run / "eval" / TAG / "metrics.json"
+        ev = json.loads(path.read_text())
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        loss, seed = config["diffusion"]["loss"], config["seed"]
+        fake = synthetic_cats(100, 28, seed=100 + seed)
+        bad = (50 if loss == "l1" else 0) + 5 * seed  # l1 draws far more off-manifold images
+        fake[:bad] = noise[:bad].to(torch.uint8)
+        # the fixture's extractors (name, sha256), as if they had computed these features
+        extractors = []
+        for space in ("gray", "edges"):
+            extractor = Projection(seed=len(extractors), name=ev["extractor"][space]["name"])
+            extractor.sha256 = ev["extractor"][space]["sha256"]
+            extractors.append(extractor)
+        made = iter(extractors)
+        monkeypatch.setattr(score_module, "extractor_for", lambda *args, made=made: next(made))
+        out = score_module.score(fake, {"train": train}, {"edges": "none"}, [PrecisionRecall()])
+        ev["scores"] = out["scores"]
+        path.write_text(json.dumps(ev))
+        written[f"loss={loss}"].append(out["scores"]["precision"]["value"]["gray"])
+
+    _report([sweep, f"out={tmp_path / 'out'}"], capsys)
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    (precision,) = _cells(text, "precision gray [catdiff-simclr-v1 ")
+    for arm, values in written.items():
+        assert precision[arm] == stats.fmt_pm(values)
+    # in the table of the gray extractor, next to FID and KID, and only there
+    gray_table = next(h for h, _ in _tables(text) if "FID gray" in h[2])
+    assert [c.split(" [")[0] for c in gray_table[2:]] == [
+        "FID gray",
+        "KID gray",
+        "precision gray",
+        "recall gray",
+    ]
+    assert "**FID, KID, precision and recall, gray space, extractor catdiff-simclr-v1 " in text
+    assert "improved precision and recall (Kynkäänniemi et al. 2019)" in text  # its legend
+    assert len(_cells(text, "recall edges [catdiff-simclr-v1 ")) == 1
+    verdict = _verdict(text, "precision gray")
+    assert "larger than the seed-to-seed spread" in verdict
+    assert "higher is better, so `loss=l2` is better" in verdict
+    per_run = text.split("<summary>Per-run values</summary>", 1)[1]
+    assert f"| {written['loss=l1'][0]:.3f} |" in per_run  # its own format, ".3f"
+    # and the report's code never names it
+    for source in (ROOT / "catdiff" / "report").glob("*.py"):
+        code = source.read_text().lower()
+        assert "precision_recall" not in code and "recall" not in code, source
+
+
+def test_detail_and_run_level_scores_go_in_the_main_table(tmp_path, capsys) -> None:
+    """The older ``detail`` key (neither direction better) and a generic score of the whole
+    run with a per-run spread: main-table columns, the spread's own column, no 'better'."""
+    sweep = _copy_sweep(tmp_path)
+    for k, path in enumerate(sorted(sweep.glob(f"*/eval/{TAG}/metrics.json"))):
+        ev = json.loads(path.read_text())
+        smoother = 0.3 if "loss=l2" in str(path) else 0.0
+        ev["detail"] = {"gray": 0.9 + 0.01 * k - smoother, "edges": 0.9}
+        ev["scores"] = {
+            "bits_back": {
+                "label": "bits back",
+                "lower_is_better": True,
+                "format": ".2f",
+                "value": 2.0 + k,
+                "spread": 0.5,
+                "spread_name": "std",
+            }
+        }
+        path.write_text(json.dumps(ev))
+    _report([sweep, f"out={tmp_path / 'out'}"], capsys)
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    header = _header(text)
+    for column in ("detail ratio gray", "detail ratio edges", "bits back"):
+        assert column in header, header
+    assert "bits back: mean per-run std" in header
+    assert _row(text, "loss=l1")[header.index("bits back: mean per-run std")] == "0.50"
+    assert _row(text, "loss=l1")[header.index("detail ratio edges")] == "0.9000 ± 0.0000"
+    detail = _verdict(text, "detail ratio gray")  # l2 far smoother: not 'better' or 'worse'
+    assert "larger than the seed-to-seed spread" in detail and "is better" not in detail
+    assert "1 is as finely detailed as the data" in text  # its legend

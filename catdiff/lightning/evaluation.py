@@ -18,8 +18,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
-from catdiff.evaluate import CONF, score
+from catdiff.evaluate import CONF
+from catdiff.metrics.components import FIDKID
 from catdiff.metrics.nll import nll_bpd
+from catdiff.metrics.score import score
 from catdiff.sample import generate
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,16 @@ class PeriodicEvaluation(Callback):
         )
         metrics_cfg = OmegaConf.load(CONF).metrics
         metrics_cfg.extractor_steps = self.extractor_steps
+        fid_kid = FIDKID(metrics_cfg.fid_kid.kid_subsets, metrics_cfg.fid_kid.kid_subset_size)
         scores = score(
-            samples, data, data_cfg, metrics_cfg, "train", self.extractor_cache, pl_module.device
+            samples,
+            data,
+            data_cfg,
+            [fid_kid],
+            "train",
+            self.extractor_cache,
+            pl_module.device,
+            extractor=metrics_cfg,
         )
         logged: dict[str, float] = {}
         for space, fid in scores["fid"].items():

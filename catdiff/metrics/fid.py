@@ -126,6 +126,24 @@ def fid_kid(
             f"not {extractor.sha256[:12]}"
         )
     fake_f = extract_features(extractor, fake, batch_size).to(real.features.device)
+    scores = fid_kid_of_features(real, fake_f, kid_subsets, kid_subset_size, seed)
+    return {**scores, "extractor": extractor.name, "extractor_sha256": extractor.sha256}
+
+
+def fid_kid_of_features(
+    real: RealFeatures,
+    fake_features: Tensor,
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """:func:`fid_kid` on fake features extracted beforehand (:func:`extract_features` with
+    the real features' extractor), so that other metrics can share one extraction.
+
+    Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size",
+    "kid_subsets"}``.
+    """
+    fake_f = fake_features.double().to(real.features.device)
     n_real, n_fake = len(real), len(fake_f)
     if n_fake < 2:
         raise ValueError(f"FID/KID need at least 2 fake images, got {n_fake}")
@@ -158,6 +176,4 @@ def fid_kid(
         "n_fake": n_fake,
         "kid_subset_size": subset,
         "kid_subsets": kid_subsets,
-        "extractor": extractor.name,
-        "extractor_sha256": extractor.sha256,
     }

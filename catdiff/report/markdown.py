@@ -12,7 +12,7 @@ from typing import Any
 
 from catdiff.report import stats
 from catdiff.report.runs import Arm, Run, Source, flatten, format_value
-from catdiff.report.table import Metric, nll_settings
+from catdiff.report.table import Metric
 
 
 @dataclass
@@ -183,50 +183,34 @@ def _metrics_section(rep: Report) -> list[str]:
         "Losses are the runs' last logged values (`metrics.json`); the validation loss uses the "
         "EMA weights.",
     ]
-    if any(m.key.startswith(("fid", "kid")) for m in rep.metrics):
-        legend.append(
-            "FID/KID: one table per feature extractor [name sha256 prefix] (each extractor "
-            "belongs to one space); values from different extractors are never in one table. "
-            "KID: mean over the subsets of each run, then mean ± std over seeds."
-        )
+    # each score's own sentence, once: those of the per-extractor tables first
+    notes = [m.note for m in rep.metrics if m.table and m.note]
+    legend += list(dict.fromkeys(notes))
     if any(m.several_extractors for m in rep.metrics):
         legend.append(
             "**Some runs were evaluated with a different extractor in the same space: those "
             "FIDs are in separate tables and are not comparable.**"
         )
-    for nll in nll_settings(rep.runs, rep.tag):
-        data = f" (data: edges={nll['space']})" if nll.get("space") else ""
-        legend.append(
-            f"NLL: {nll.get('mode')} estimate of the variational bound on "
-            f"{nll.get('n_images')} {nll.get('split')} images{data}, "
-            f"{nll.get('timesteps_per_image')} timesteps per image, sigma={nll.get('sigma')}; "
-            "the SE column is the mean of the runs' own standard errors (estimator noise "
-            "within a run), the ± is the spread over seeds."
-        )
+    notes = [m.note for m in rep.metrics if not m.table and m.note]
+    legend += [n for n in dict.fromkeys(notes) if n not in legend]
     lines += [" ".join(legend), ""]
     lines += _per_run_table(rep)
     return lines
 
 
 def metric_groups(metrics: list[Metric]) -> list[tuple[str, list[Metric]]]:
-    """Losses and NLL in one table, then FID and KID in one table per feature extractor."""
+    """Losses and the scores of whole runs or pixels (NLL, ...) in one table, then one table
+    per feature extractor (FID, KID, ... of one space)."""
     groups: dict[str, list[Metric]] = {"": []}
     for m in metrics:
-        family, _, rest = m.key.partition(":")
-        if family in ("fid", "kid"):
-            space, _, sha = rest.partition(":")
-            name = m.label.split("[", 1)[1].split(" ", 1)[0] if "[" in m.label else "?"
-            title = f"FID and KID, {space} space, extractor {name} {sha[:8]}"
-            groups.setdefault(title, []).append(m)
-        else:
-            groups[""].append(m)
+        groups.setdefault(m.table, []).append(m)
     return [(title, ms) for title, ms in groups.items() if ms]
 
 
 def _arm_table(rep: Report, metrics: list[Metric]) -> list[str]:
     header = ["arm", "n"] + [m.label for m in metrics]
     se_metrics = [m for m in metrics if m.se is not None]
-    header += [f"{m.label}: mean per-run SE" for m in se_metrics]
+    header += [f"{m.label}: mean per-run {m.spread_name}" for m in se_metrics]
     rows = []
     for arm in rep.arms:
         row = [f"`{arm.label}`", str(len(arm.runs))]
@@ -247,14 +231,23 @@ def _per_run_table(rep: Report) -> list[str]:
             for run in arm.runs:
                 row = [f"`{_run_name(rep, run)}`", f"`{arm.label}`", str(run.seed), _int(run.steps)]
                 for m in metrics:
-                    value = m.get(run)
-                    row.append(
-                        stats.fmt(float(value), 4) if isinstance(value, int | float) else "-"
-                    )
+                    row.append(_value(m.get(run), m.fmt))
                 rows.append(row)
         lines += ([f"**{title}**", ""] if title else []) + _table(header, rows) + [""]
     lines += ["</details>", ""]
     return lines
+
+
+def _value(value: Any, fmt: str | None) -> str:
+    """One run's value: in the score's own format, else 4 significant digits."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    if fmt:
+        try:
+            return format(float(value), fmt)
+        except ValueError:  # not a float format
+            pass
+    return stats.fmt(float(value), 4)
 
 
 def _eval_settings(rep: Report) -> str:
@@ -321,8 +314,10 @@ def _comparison_text(c: stats.Comparison, m: Metric, arm: str) -> str:
     if math.isfinite(c.p):
         text += f"; Welch {stats.fmt_p(c.p)}, |diff|/s = {c.effect:.2f}"
     text = f"{text} → **{c.verdict}**"
-    if c.distinguishable and m.quality:
-        text += f"; lower is better, so `{arm}` is {'worse' if c.diff > 0 else 'better'}"
+    if c.distinguishable and m.lower_is_better is not None:
+        better = (c.diff > 0) != m.lower_is_better
+        direction = "lower" if m.lower_is_better else "higher"
+        text += f"; {direction} is better, so `{arm}` is {'better' if better else 'worse'}"
     return text + "."
 
 

@@ -1,9 +1,14 @@
-"""The metrics a report compares, and which runs' values may share a column.
+"""The metrics a report compares, found in the eval results, and which runs' values may
+share a column.
 
-FID and KID are only comparable when computed in the same space (gray samples, or Sobel
-edges of samples) with the same feature extractor (same weights, by sha256): each
-(space, extractor) pair is its own column and is never averaged or tested with another.
-Bits/dim are grouped by how they were estimated (mode, split, sigma, timesteps per image).
+The report names no metric: every score of an eval ``metrics.json`` becomes an
+:class:`Entry` (:func:`entries`), from the self-describing ``scores`` entries that
+catdiff.evaluate writes for its metrics (layout: :mod:`catdiff.metrics.metric`) and from the
+keys that predate them (``fid``, ``kid``, ``detail``, ``nll``: their descriptions are
+:data:`FIXED_KEYS` and :func:`_nll_entry`). Values share a column only when they are
+comparable: same score, same space, same feature extractor (by sha256) for scores on the
+extractor's features (each such (space, extractor) pair gets its own table), same settings
+(e.g. bits/dim grouped by how they were estimated: mode, split, sigma, timesteps per image).
 """
 
 from __future__ import annotations
@@ -36,13 +41,20 @@ DATA_KEYS = ("data.edges", "data.edge_blur", "data.channels", "data.image_size",
 
 @dataclass
 class Metric:
+    """One column of the report's tables, and the rows of its verdict."""
+
     key: str  # stable id
     label: str  # column header
     get: Callable[[Run], float | None]
-    quality: bool  # lower is better and comparable across training targets (FID, KID, NLL)
+    lower_is_better: bool | None  # None: neither (a loss, a ratio with 1 as its target)
     sensitive_to: tuple[str, ...] = ()  # config keys that make values incomparable
-    se: Callable[[Run], float | None] | None = None  # per-run standard error, if any
+    se: Callable[[Run], float | None] | None = None  # per-run uncertainty, if any
+    spread_name: str = "SE"  # what se is
     several_extractors: bool = False  # its space also has a column from another extractor
+    table: str = ""  # the title of its table ("": the main table)
+    note: str = ""  # its sentence in the table's legend
+    measures: str = "values"  # what its values are, for the caveat
+    fmt: str | None = None  # format of one value (None: 4 significant digits)
 
     def values(self, runs: list[Run]) -> list[float]:
         out = []
@@ -56,10 +68,9 @@ class Metric:
         keys = [k for k in differing if k in self.sensitive_to]
         if not keys:
             return None
-        what = "loss values" if not self.quality else "bits/dim"
         return (
-            f"the arms differ in {', '.join(keys)}, so their {what} measure different things: "
-            "a difference here is not by itself a difference in quality"
+            f"the arms differ in {', '.join(keys)}, so their {self.measures} measure different "
+            "things: a difference here is not by itself a difference in quality"
         )
 
 
@@ -67,16 +78,28 @@ def _final(key: str) -> Callable[[Run], float | None]:
     return lambda run: run.metrics.get(key)
 
 
-def _eval(tag: str | None, *path: str) -> Callable[[Run], Any]:
-    def get(run: Run) -> Any:
-        node: Any = run.evals.get(tag) if tag else None
-        for part in path:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(part)
-        return node
+# ---------------------------------------------------------------------------- eval scores
+@dataclass(frozen=True)
+class Entry:
+    """One score of one eval result (one space), in the report's own form."""
 
-    return get
+    name: str  # the score's key: fid, kid, nll, precision, ...
+    label: str
+    value: Any
+    space: str | None = None  # None: a score of the whole run (bits/dim)
+    extractor: tuple[str, str] | None = None  # (name, sha256), for scores on its features
+    settings: tuple[tuple[str, str], ...] = ()  # values with other settings never share a column
+    lower_is_better: bool | None = None
+    spread: Any = None
+    spread_name: str = "SE"
+    about: str = ""
+    sensitive_to: tuple[str, ...] = ()
+    measures: str = "values"
+    fmt: str | None = None
+
+    @property
+    def column(self) -> tuple:
+        return (self.name, self.space, self.extractor, self.settings)
 
 
 def extractor_id(ev: dict[str, Any], space: str) -> tuple[str, str]:
@@ -84,100 +107,195 @@ def extractor_id(ev: dict[str, Any], space: str) -> tuple[str, str]:
     return str(info.get("name") or "unknown extractor"), str(info.get("sha256") or "unknown")
 
 
-def _extractor_getter(tag: str, family: str, space: str, name: str, sha: str, kid: bool):
-    def get(run: Run) -> float | None:
-        ev = run.evals.get(tag)
-        if not ev or extractor_id(ev, space) != (name, sha):
-            return None
-        value = (ev.get(family) or {}).get(space)
-        if kid:
-            return value.get("mean") if isinstance(value, dict) else None
-        return value
-
-    return get
-
-
+FIXED_ABOUT = (
+    "FID/KID: one table per feature extractor [name sha256 prefix] (each extractor "
+    "belongs to one space); values from different extractors are never in one table. "
+    "KID: mean over the subsets of each run, then mean ± std over seeds."
+)
+# The per-space keys that catdiff.evaluate wrote before the generic ``scores``: their
+# description, and how to read one space's value.
+FIXED_KEYS: dict[str, dict[str, Any]] = {
+    "fid": {"label": "FID", "lower_is_better": True, "by_extractor": True, "about": FIXED_ABOUT},
+    "kid": {
+        "label": "KID",
+        "lower_is_better": True,
+        "by_extractor": True,
+        "about": FIXED_ABOUT,
+        "read": lambda v: v.get("mean") if isinstance(v, dict) else None,
+    },
+    "detail": {
+        "label": "detail ratio",
+        "lower_is_better": None,
+        "by_extractor": False,
+        "about": (
+            "detail ratio: the samples' mean squared Laplacian over the reference images' "
+            "(catdiff.metrics.detail); 1 is as finely detailed as the data, below 1 smoother, "
+            "above 1 noisier."
+        ),
+    },
+}
 NLL_FIELDS = ("space", "mode", "split", "sigma", "timesteps_per_image")
 
 
-def _nll_group(ev: dict[str, Any]) -> tuple:
-    """What makes two bits/dim comparable: the data they are measured on and the estimator."""
-    nll = ev.get("nll") or {}
-    return tuple(str(nll.get(k)) for k in NLL_FIELDS)
+def _nll_entry(nll: dict[str, Any]) -> Entry:
+    """Bits/dim: one value per run, comparable only within one estimator and data space."""
+    data = f" (data: edges={nll['space']})" if nll.get("space") else ""
+    about = (
+        f"NLL: {nll.get('mode')} estimate of the variational bound on "
+        f"{nll.get('n_images')} {nll.get('split')} images{data}, "
+        f"{nll.get('timesteps_per_image')} timesteps per image, sigma={nll.get('sigma')}; "
+        "the SE column is the mean of the runs' own standard errors (estimator noise "
+        "within a run), the ± is the spread over seeds."
+    )
+    return Entry(
+        "nll",
+        "NLL bits/dim",
+        nll.get("bpd"),
+        settings=tuple((k, str(nll.get(k))) for k in NLL_FIELDS),
+        lower_is_better=True,
+        spread=nll.get("se"),
+        about=about,
+        sensitive_to=DATA_KEYS,
+        measures="bits/dim",
+    )
+
+
+def entries(ev: dict[str, Any]) -> list[Entry]:
+    """Every score of an eval result: the fixed keys, then bits/dim, then ``scores``."""
+    out = []
+    for key, desc in FIXED_KEYS.items():
+        read = desc.get("read", lambda v: v)
+        for space, value in (ev.get(key) or {}).items():
+            extractor = extractor_id(ev, space) if desc["by_extractor"] else None
+            out.append(
+                Entry(
+                    key,
+                    desc["label"],
+                    read(value),
+                    space,
+                    extractor,
+                    lower_is_better=desc["lower_is_better"],
+                    about=desc["about"],
+                )
+            )
+    if isinstance(ev.get("nll"), dict) and ev["nll"]:
+        out.append(_nll_entry(ev["nll"]))
+    for name, score in (ev.get("scores") or {}).items():
+        if not isinstance(score, dict):
+            continue
+        values = score.get("value")
+        per_space = values if isinstance(values, dict) else {None: values}
+        spreads = score.get("spread")
+        settings = tuple((str(k), str(v)) for k, v in (score.get("settings") or {}).items())
+        for space, value in per_space.items():
+            by_extractor = bool(score.get("by_extractor")) and space is not None
+            spread = spreads.get(space) if isinstance(spreads, dict) else spreads
+            out.append(
+                Entry(
+                    name,
+                    str(score.get("label") or name),
+                    value,
+                    space,
+                    extractor_id(ev, space) if by_extractor else None,
+                    settings,
+                    score.get("lower_is_better"),
+                    spread,
+                    str(score.get("spread_name") or "spread"),
+                    str(score.get("about") or ""),
+                    fmt=score.get("format"),
+                )
+            )
+    return out
+
+
+def _space_order(column: tuple) -> tuple:
+    _, space, extractor, _ = column
+    return (space is not None and space != "gray", space or "", extractor or ("", ""))
+
+
+def _names(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _varying(settings: list[tuple[tuple[str, str], ...]]) -> list[str]:
+    """The settings keys whose values differ between the given columns, in order."""
+    dicts = [dict(s) for s in settings]
+    keys = dict.fromkeys(k for d in dicts for k in d)
+    return [k for k in keys if len({d.get(k) for d in dicts}) > 1]
 
 
 def metrics_for(runs: list[Run], tag: str | None) -> list[Metric]:
-    """The table's columns: final losses, then FID/KID per (space, extractor), then NLL."""
+    """The table's columns: final losses, then one column per comparable group of each eval
+    score (scores in the order they first appear; spaces gray first)."""
     metrics = [
         Metric(
             "train_loss",
             "final train loss",
             _final("final/train/loss"),
-            False,
+            None,
             LOSS_TARGET_KEYS,
+            measures="loss values",
         ),
         Metric(
             "val_loss",
             "final val loss (EMA)",
             _final("final/val/loss"),
-            False,
+            None,
             LOSS_TARGET_KEYS,
+            measures="loss values",
         ),
     ]
-    evals = [r.evals[tag] for r in runs if tag and tag in r.evals]
-    groups: dict[tuple[str, str, str], None] = {}
-    for ev in evals:
-        for family in ("fid", "kid"):
-            for space in ev.get(family) or {}:
-                groups[(space, *extractor_id(ev, space))] = None
-    spaces = sorted(groups, key=lambda g: (g[0] != "gray", g))
-    several = {s for s, _, _ in spaces if sum(g[0] == s for g in spaces) > 1}
-    for family, kid in (("fid", False), ("kid", True)):
-        for space, name, sha in spaces:
-            if not any((ev.get(family) or {}).get(space) is not None for ev in evals):
-                continue
-            short = sha[:8] if sha != "unknown" else "sha?"
-            label = f"{family.upper()} {space} [{name} {short}]"
-            metrics.append(
-                Metric(
-                    f"{family}:{space}:{sha}",
-                    label,
-                    _extractor_getter(tag, family, space, name, sha, kid),
-                    True,
-                    several_extractors=space in several,
-                )
-            )
-    nll_groups = list(dict.fromkeys(_nll_group(ev) for ev in evals if ev.get("nll")))
-    varying = [i for i in range(len(NLL_FIELDS)) if len({g[i] for g in nll_groups}) > 1]
-    for group in nll_groups:
-        label = "NLL bits/dim"
+    found: dict[int, dict[tuple, Entry]] = {}  # id(run) -> column -> entry
+    first: dict[tuple, Entry] = {}  # column -> its first entry, in order of appearance
+    for run in runs:
+        ev = run.evals.get(tag) if tag else None
+        found[id(run)] = {e.column: e for e in entries(ev or {}) if e.value is not None}
+        for column, entry in found[id(run)].items():
+            first.setdefault(column, entry)
+    names = list(dict.fromkeys(c[0] for c in first))
+    columns = sorted(first, key=lambda c: (names.index(c[0]), _space_order(c)))
+    extractors: dict[str | None, set] = {}  # space -> the extractors of its columns
+    tables: dict[tuple, list[str]] = {}  # (space, extractor) -> the labels of its scores
+    for column in columns:
+        _, space, extractor, _ = column
+        if extractor is not None:
+            extractors.setdefault(space, set()).add(extractor)
+            labels = tables.setdefault((space, extractor), [])
+            if first[column].label not in labels:
+                labels.append(first[column].label)
+    for column in columns:
+        name, space, extractor, settings = column
+        entry = first[column]
+        label = entry.label + (f" {space}" if space is not None else "")
+        table = ""
+        if extractor is not None:
+            ename, sha = extractor
+            label += f" [{ename} {sha[:8] if sha != 'unknown' else 'sha?'}]"
+            scores = _names(tables[(space, extractor)])
+            table = f"{scores}, {space} space, extractor {ename} {sha[:8]}"
+        varying = _varying([c[3] for c in columns if c[0] == name])
         if varying:
-            label += " [" + ", ".join(f"{NLL_FIELDS[i]}={group[i]}" for i in varying) + "]"
+            label += " [" + ", ".join(f"{k}={dict(settings).get(k)}" for k in varying) + "]"
 
-        def get(run: Run, group=group, key="bpd") -> float | None:
-            ev = run.evals.get(tag) if tag else None
-            if not ev or not ev.get("nll") or _nll_group(ev) != group:
-                return None
-            return ev["nll"].get(key)
+        def get(run: Run, column=column, field="value") -> float | None:
+            entry = found.get(id(run), {}).get(column)
+            return getattr(entry, field) if entry else None
 
+        has_spread = any(c.get(column) and c[column].spread is not None for c in found.values())
         metrics.append(
             Metric(
-                f"nll:{'|'.join(group)}",
+                ":".join(str(part) for part in column),
                 label,
                 get,
-                True,
-                DATA_KEYS,
-                se=lambda run, group=group, g=get: g(run, group, "se"),
+                entry.lower_is_better,
+                entry.sensitive_to,
+                se=(lambda run, g=get: g(run, field="spread")) if has_spread else None,
+                spread_name=entry.spread_name,
+                several_extractors=extractor is not None and len(extractors[space]) > 1,
+                table=table,
+                note=entry.about,
+                measures=entry.measures,
+                fmt=entry.fmt,
             )
         )
     return metrics
-
-
-def nll_settings(runs: list[Run], tag: str | None) -> list[dict[str, Any]]:
-    """The distinct NLL estimation settings (for the table's legend)."""
-    seen: dict[tuple, dict[str, Any]] = {}
-    for run in runs:
-        ev = run.evals.get(tag) if tag else None
-        if ev and ev.get("nll"):
-            seen.setdefault(_nll_group(ev), ev["nll"])
-    return list(seen.values())

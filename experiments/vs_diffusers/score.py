@@ -28,10 +28,10 @@ from omegaconf import OmegaConf
 
 from catdiff.errors import UserError
 from catdiff.evaluate import CONF as EVALUATE_CONF
-from catdiff.evaluate import extractor_for
 from catdiff.metrics.copying import copying
 from catdiff.metrics.detail import laplacian_energy
 from catdiff.metrics.fid import fid_kid, real_features
+from catdiff.metrics.score import extractor_for
 from experiments.vs_diffusers import peer
 from experiments.vs_diffusers.cli import one_line_errors, parse
 
@@ -162,7 +162,7 @@ class Scorer:
     ) -> None:
         """``metrics_options`` override conf/evaluate.yaml's ``metrics.*`` (e.g. extractor_steps)."""
         metrics = OmegaConf.load(EVALUATE_CONF).metrics
-        unknown = sorted(set(metrics_options) - set(metrics))
+        unknown = sorted(set(metrics_options) - set(metrics) - set(metrics.fid_kid))
         if unknown:
             raise UserError(
                 f"unknown metrics option(s) {', '.join(unknown)}: see conf/evaluate.yaml"
@@ -171,7 +171,7 @@ class Scorer:
         self.extractor = extractor_for(train, metrics, cache_dir)
         self.real = real_features(self.extractor, train)
         self.train, self.test = train, test
-        self.kid_subsets = metrics.kid_subsets
+        self.kid_subsets = metrics_options.get("kid_subsets", metrics.fid_kid.kid_subsets)
         self.train_detail = laplacian_energy(train)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, Any]:
