@@ -42,6 +42,7 @@ from catdiff.config import (
     to_plain,
 )
 from catdiff.errors import UserError
+from catdiff.files import load_tensors
 
 log = logging.getLogger("catdiff.train")
 
@@ -173,6 +174,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # time limit (same sweep member, same folder). Go on from where it stopped.
         ckpt_path = str(own_last)
 
+    resume_step = None
+    if ckpt_path is not None:  # read (pickle-free) before anything is built or written
+        try:
+            resume_step = int(load_tensors(ckpt_path, mmap=True)["global_step"])
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint ({first})") from None
+
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor
@@ -205,14 +214,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
-    resume_step = None
-    if ckpt_path is not None:
-        try:
-            resume_step = int(torch.load(ckpt_path, map_location="cpu", mmap=True)["global_step"])
-        except Exception as e:
-            raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint ({e})") from e
-        if trainer.is_global_zero:
-            log.info("resuming from %s at step %d", ckpt_path, resume_step)
+    if ckpt_path is not None and trainer.is_global_zero:
+        log.info("resuming from %s at step %d", ckpt_path, resume_step)
     for logger in loggers:
         if isinstance(logger, CSVLogger) and Path(logger.log_dir).is_relative_to(run_dir):
             logger.resume_step = resume_step  # same folder: keep the history up to the checkpoint
