@@ -128,3 +128,21 @@ def load_tensors(path: str | Path, *, mmap: bool = False) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_user_file(path: str | Path, key: str, what: str, *, mmap: bool = False) -> Any:
+    """:func:`load_tensors` for a file the user named with ``key=``: a missing file, a text
+    file, random bytes, a truncated or edited archive, or a pickle that wants to run code are
+    each one line (:class:`UserError`) naming ``key``; whatever the loader raised is not shown
+    as a traceback (it raises many kinds: UnpicklingError, IndexError, struct.error, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"{key}={path} does not exist" + (" (it is a folder)" if path.is_dir() else "")
+        )
+    try:
+        return load_tensors(path, mmap=mmap)
+    except Exception as error:  # noqa: BLE001 - any failure to read is "not a <what>"
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first if len(first) <= 120 else first[:117] + "..."
+        raise UserError(f"{key}={path} is not a {what} ({type(error).__name__}: {first})") from None

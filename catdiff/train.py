@@ -42,7 +42,8 @@ from catdiff.config import (
     to_plain,
 )
 from catdiff.errors import UserError
-from catdiff.files import load_tensors
+from catdiff.files import load_user_file
+from catdiff.validate import check_train_config
 
 log = logging.getLogger("catdiff.train")
 
@@ -160,6 +161,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     _file_logs_on_rank_zero_only()
     log.info("allocator: %s", describe_allocator())
     check_override_types(cfg)
+    check_train_config(cfg)
     check_devices(cfg.trainer)
     if cfg.trainer.precision == "auto":  # resolved here so config.yaml and checkpoints record it
         from catdiff.lightning.precision import auto_precision
@@ -176,11 +178,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     resume_step = None
     if ckpt_path is not None:  # read (pickle-free) before anything is built or written
-        try:
-            resume_step = int(load_tensors(ckpt_path, mmap=True)["global_step"])
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint ({first})") from None
+        state = load_user_file(ckpt_path, "ckpt_path", "catdiff checkpoint", mmap=True)
+        if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+            raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint (no global_step)")
+        resume_step = int(state["global_step"])
 
     import lightning as L
     import torch
