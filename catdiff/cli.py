@@ -38,6 +38,11 @@ _FULL_TRACE = False  # HYDRA_FULL_ERROR=1 was set by the user (run_hydra sets it
 
 def describe(error: BaseException) -> str:
     """One line for a config mistake, naming the key."""
+    inner = error.__cause__ or error.__context__
+    while inner is not None and not isinstance(inner, UserError):
+        inner = inner.__cause__ or inner.__context__
+    if inner is not None and not isinstance(error, UserError):  # raised inside a resolver
+        return str(inner)
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, choice = str(error.missing_cfg_file).rpartition("/")
         if group:

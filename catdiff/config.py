@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +43,38 @@ def _slurm_gpus(accelerator: Any, devices: Any) -> int | None:
     return devices
 
 
+def check_run_name(name: Any) -> str:
+    """``name`` as a folder under the output root: a plain name or ``group/name``, never a
+    path that leaves the root (``..``, a leading ``/``) or an empty one."""
+    text = str(name)
+    parts = Path(text).parts
+    if not text.strip() or Path(text).is_absolute() or ".." in parts or "\x00" in text:
+        raise UserError(
+            f"name={text!r} must be a folder name inside the output root "
+            "(letters, digits, -, _, and / between parts; no '..' and no leading '/')"
+        )
+    return text
+
+
+def _run_folder(root: Any, name: Any, prefix: str = "") -> str:
+    """``<root>/<name>/<prefix><date_time>-<6 random hex>``: two runs started in the same second
+    get different folders. Cached per config (``use_cache``), and Hydra copies that cache into
+    every sweep member's config, so one sweep resolves to one folder."""
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return str(Path(str(root)) / check_run_name(name) / f"{prefix}{stamp}-{secrets.token_hex(3)}")
+
+
 def register_resolvers() -> None:
-    """Resolvers used in conf/: ``${data_channels:C,edges}``, ``${wandb_offline:}`` and
-    ``${slurm_gpus:accelerator,devices}``."""
-    for name, fn in (
-        ("data_channels", _data_channels),
-        ("wandb_offline", _wandb_offline),
-        ("slurm_gpus", _slurm_gpus),
+    """Resolvers used in conf/: ``${data_channels:C,edges}``, ``${wandb_offline:}``,
+    ``${slurm_gpus:accelerator,devices}`` and ``${run_folder:root,name[,prefix]}``."""
+    for name, fn, cache in (
+        ("data_channels", _data_channels, False),
+        ("wandb_offline", _wandb_offline, False),
+        ("slurm_gpus", _slurm_gpus, False),
+        ("run_folder", _run_folder, True),
     ):
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+            OmegaConf.register_new_resolver(name, fn, use_cache=cache)
 
 
 register_resolvers()

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from catdiff.files import write_with
+
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Map model space [-1, 1] to uint8 [0, 255] (values outside are clipped). Shape kept."""
@@ -55,10 +57,11 @@ def zoom(image: np.ndarray, factor: int = 8) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG, creating parent folders."""
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG, creating parent folders; the file
+    appears whole or not at all (written beside its name, then renamed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path)
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    write_with(path, lambda f: picture.save(f, format="PNG"), durable=False)
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from catdiff.errors import UserError
+from catdiff.files import load_user_file
 
 log = logging.getLogger("catdiff.train")
 
@@ -52,32 +53,28 @@ def checkpoint_to_resume(
 
 
 def checkpoint_step(ckpt_path: str) -> int:
-    """The global step a checkpoint was saved at (read without building the model)."""
-    import torch
-
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
-        return int(ckpt["global_step"])
-    except Exception as e:
-        raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint ({e})") from e
+    """The global step a checkpoint was saved at, read without building the model and without
+    running code from the file (:func:`catdiff.files.load_user_file`: ``weights_only=True``
+    explicitly, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says)."""
+    state = load_user_file(ckpt_path, "ckpt_path", "catdiff checkpoint", mmap=True)
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint (no global_step)")
+    return step
 
 
 def prepare_resume(
-    ckpt_path: str | None, trainer: Any, loggers: Iterable[Any], run_dir: Path
-) -> int | None:
-    """The step this job resumes at (``None`` for a fresh run), and the CSV loggers that write
-    into this run folder keep their history up to that step (later rows are logged again)."""
+    ckpt_path: str | None, step: int | None, trainer: Any, loggers: Iterable[Any], run_dir: Path
+) -> None:
+    """Say where this job resumes, and let the CSV loggers that write into this run folder keep
+    their history up to ``step`` (later rows are logged again)."""
     from catdiff.lightning.loggers import CSVLogger
 
-    step = None
-    if ckpt_path is not None:
-        step = checkpoint_step(ckpt_path)
-        if trainer.is_global_zero:
-            log.info("resuming from %s at step %d", ckpt_path, step)
+    if ckpt_path is not None and trainer.is_global_zero:
+        log.info("resuming from %s at step %d", ckpt_path, step)
     for logger in loggers:
         if isinstance(logger, CSVLogger) and Path(logger.log_dir).is_relative_to(run_dir):
             logger.resume_step = step  # same folder: keep the history up to the checkpoint
-    return step
 
 
 def requeue_if_signalled(callbacks: Iterable[Any], rank: int) -> None:

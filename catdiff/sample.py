@@ -10,7 +10,6 @@ needs no other file; it is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from catdiff.cli import parse_options, run_main
 from catdiff.config import build
 from catdiff.diffusion import DDIMSampler, DDPMSampler, DPMSolverSampler, sample
 from catdiff.errors import UserError
+from catdiff.files import load_user_file
 from catdiff.images import grid, save_png, to_uint8, trajectory_grid, zoom
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "sample.yaml"
@@ -33,15 +33,7 @@ def parse_args(argv: list[str]) -> DictConfig:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a catdiff checkpoint safely (tensors and plain containers only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ckpt={path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError):
-        raise UserError(
-            f"ckpt={path} is not a catdiff checkpoint (torch.load with weights_only=True cannot read it)"
-        ) from None
+    ckpt = load_user_file(path, "ckpt", "catdiff checkpoint")
     if not isinstance(ckpt, dict) or "catdiff" not in ckpt or "state_dict" not in ckpt:
         raise UserError(
             f"ckpt={path} is not a catdiff checkpoint (no 'catdiff' entry): pass checkpoints/last.ckpt of a run"

@@ -30,8 +30,14 @@ from catdiff.config import (
     to_plain,
 )
 from catdiff.errors import TrainingDiverged
-from catdiff.resume import checkpoint_to_resume, prepare_resume, requeue_if_signalled
+from catdiff.resume import (
+    checkpoint_step,
+    checkpoint_to_resume,
+    prepare_resume,
+    requeue_if_signalled,
+)
 from catdiff.runtime import choose_omp_wait_policy, prepare_process
+from catdiff.validate import check_train_config
 
 __all__ = ["TrainingDiverged", "choose_omp_wait_policy", "cli", "describe", "main", "train"]
 
@@ -40,11 +46,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     prepare_process(cfg.trainer)
     check_override_types(cfg)
+    check_train_config(cfg)
     check_devices(cfg.trainer)
     resolve_precision(cfg)  # auto -> what this hardware runs, recorded in config.yaml
     resolve_channels_last(cfg)
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir, cfg.paths.output_root, cfg.name)
+    # Read (pickle-free) before anything is built or written.
+    resume_step = checkpoint_step(ckpt_path) if ckpt_path is not None else None
 
     import lightning as L
     import torch
@@ -78,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # logger=none: LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    resume_step = prepare_resume(ckpt_path, trainer, loggers, run_dir)
+    prepare_resume(ckpt_path, resume_step, trainer, loggers, run_dir)
     if trainer.is_global_zero:
         save_run_config(cfg, run_dir, trainer, loggers)
 

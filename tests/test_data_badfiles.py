@@ -116,8 +116,8 @@ def test_file_deleted_between_listing_and_decoding(tmp_path, monkeypatch):
         noise(seed=seed).save(tmp_path / f"{seed}.png")
     listed = sources.list_relative
 
-    def list_then_delete(root, include=None):
-        found = listed(root, include)
+    def list_then_delete(root, include=None, skipped=None):
+        found = listed(root, include, skipped)
         (Path(root) / "1.png").unlink()
         return found
 
@@ -188,3 +188,51 @@ def test_decode_result_is_a_plain_uint8_tensor(tmp_path):
     noise().save(tmp_path / "a.png")
     loaded = load(tmp_path)
     assert loaded.images.dtype == torch.uint8 and loaded.images.is_contiguous()
+
+
+# --- special files and names ----------------------------------------------------------------
+
+
+def _with_alarm(seconds: int):
+    """Fail instead of hanging: SIGALRM interrupts a blocking open()."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError(f"hung for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    return lambda: (signal.alarm(0), signal.signal(signal.SIGALRM, previous))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifos_and_devices_among_the_images_are_skipped_and_counted(tmp_path):
+    for i in range(3):
+        noise(seed=i).save(tmp_path / f"{i}.png")
+    os.mkfifo(tmp_path / "pipe.png")  # opening it for reading would wait for a writer forever
+    os.symlink("/dev/zero", tmp_path / "zeros.png")  # would never end
+    restore = _with_alarm(60)
+    try:
+        loaded = load(tmp_path, cache_dir=None)
+    finally:
+        restore()
+    report = loaded.report
+    assert loaded.images.shape[0] == 3
+    assert report.files_seen == 5 and report.unreadable == 2
+    assert "pipe.png (not a regular file)" in str(report)
+    assert "zeros.png (not a regular file)" in str(report)
+
+
+def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path):
+    for i in range(3):
+        noise(seed=i).save(tmp_path / f"{i}.png")
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    noise(seed=9).save(odd.decode("utf-8", "surrogateescape"))
+    for cache_dir in (tmp_path / "cache", tmp_path / "cache"):  # built, then loaded
+        loaded = load(tmp_path, cache_dir=cache_dir)
+        report = loaded.report
+        assert loaded.images.shape[0] == 3
+        assert report.files_seen == 4 and report.unreadable == 1
+        line = str(report)
+        assert "caf\\xe9.png (name is not UTF-8)" in line
+        line.encode("utf-8")  # printable: no lone surrogates reach the log

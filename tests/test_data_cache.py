@@ -13,6 +13,7 @@ from PIL import Image
 
 import catdiff.data.cache as cache
 import catdiff.data.decode as decode
+import catdiff.files
 from catdiff.data import load_source
 from catdiff.lightning.datamodule import CatDataModule
 
@@ -145,7 +146,7 @@ def test_a_run_killed_while_writing_leaves_no_valid_looking_cache(folder, cache_
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies between writing and renaming
 
-    monkeypatch.setattr(cache.os, "replace", killed)
+    monkeypatch.setattr(catdiff.files.os, "replace", killed)  # the shared atomic writer
     with pytest.raises(KeyboardInterrupt):
         load(folder, cache_dir)
     assert not list(cache_dir.glob("*.pt")) and not list(cache_dir.glob(".*.tmp"))

@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -39,6 +37,8 @@ import numpy as np
 import torch
 
 from catdiff.data.decode import LoadedImages, LoadReport
+from catdiff.errors import UserError
+from catdiff.files import load_tensors, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load(path: str | Path, key: str) -> LoadedImages | None:
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_tensors(path)
     except Exception as error:  # truncated zip, garbage, unpickling refusals: all "corrupt"
         result: LoadedImages | None | str = f"{type(error).__name__}: {str(error)[:80]}"
     else:
@@ -151,21 +151,14 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def save(path: str | Path, key: str, loaded: LoadedImages) -> bool:
-    """Write atomically (temporary file + fsync + ``os.replace``); ``False`` with a warning
-    when the folder is not writable (training goes on without a cache)."""
+    """Write atomically (:func:`catdiff.files.save_torch`); ``False`` with a warning when the
+    folder is not writable or the disk is full (training goes on without a cache)."""
     path = Path(path)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(_payload(key, loaded), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as error:
+        save_torch(_payload(key, loaded), path)
+    except (OSError, UserError) as error:
         log.warning(
             "could not write the decode cache %s (%s); continuing without it "
             "(set data.cache_dir=PATH, or null to turn the cache off)",
@@ -173,12 +166,6 @@ def save(path: str | Path, key: str, loaded: LoadedImages) -> bool:
             error,
         )
         return False
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return True
 
 

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Sequence
@@ -201,6 +202,10 @@ def unreadable_reason(error: BaseException) -> str:
         return "symlink loop"
     if isinstance(error, IsADirectoryError):
         return "a folder"
+    if isinstance(error, OSError) and error.errno == errno.EINVAL and error.strerror:
+        return error.strerror.split(" (")[0]  # "not a regular file"
+    if isinstance(error, OSError) and error.errno == errno.ENXIO:
+        return "not a regular file"
     if isinstance(error, UnidentifiedImageError):
         return "not an image"
     text = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
@@ -238,9 +243,19 @@ class DecodedFiles:
 
 
 def _read(path: str | Path) -> tuple[bytes | None, bytes]:
-    """(file bytes or None if too large to hold, SHA-1 digest of the bytes)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    """(file bytes or None if too large to hold, SHA-1 digest of the bytes).
+
+    Opened non-blocking and checked to be a regular file before any read: a FIFO named
+    ``x.png`` would otherwise block the run forever waiting for a writer, and a device
+    (``/dev/zero`` linked as an image) would never end.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)")
+        os.set_blocking(fd, True)
+        size = info.st_size
         if size <= _READ_WHOLE_LIMIT:
             data = f.read()
             return data, hashlib.sha1(data).digest()

@@ -42,11 +42,31 @@ def matches_include(relative: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def list_relative(root: str | Path, include: str | Sequence[str] | None = None) -> list[str]:
+def printable(name: str) -> str:
+    """A file name as text that can be printed and logged: bytes that are not UTF-8 (which
+    Python keeps as lone surrogates) shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def list_relative(
+    root: str | Path,
+    include: str | Sequence[str] | None = None,
+    skipped: list[str] | None = None,
+) -> list[str]:
     """:func:`list_images` as ``/``-separated paths relative to ``root`` (same order).
 
     Strings, not ``Path`` objects: listing 13,544 files this way takes a tenth of the time,
-    which is most of a warm start.
+    which is most of a warm start. Image files whose path is not valid UTF-8 cannot be
+    named in a cache key, a log line or a report: they are left out, and their printable
+    relative paths appended to ``skipped`` when it is given.
     """
     folder = Path(root).expanduser()
     if not folder.is_dir():
@@ -57,11 +77,12 @@ def list_relative(root: str | Path, include: str | Sequence[str] | None = None) 
     for dirpath, _dirnames, filenames in os.walk(top, followlinks=False):
         rel_dir = os.path.relpath(dirpath, top).replace(os.sep, "/")
         prefix = "" if rel_dir == "." else rel_dir + "/"
-        found.extend(
-            prefix + name
-            for name in filenames
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")
-        )
+        for name in filenames:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._"):
+                if _is_utf8(prefix + name):
+                    found.append(prefix + name)
+                elif skipped is not None:
+                    skipped.append(printable(prefix + name))
     if not found:
         raise UserError(
             f"data.root={root}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found in it "

@@ -50,7 +50,8 @@ def _folder_images(
     come first and form the source's own test split; files outside ``train/`` and ``test/``
     are ignored.
     """
-    relative = list_relative(root, include)
+    skipped: list[str] = []
+    relative = list_relative(root, include, skipped)
     test_count = 0
     if test_subfolder is not None:
         test = [r for r in relative if r.startswith(test_subfolder + "/")]
@@ -79,7 +80,14 @@ def _folder_images(
             test_count=test_count,
         )
 
-    return cache.cached(cache_dir, source, slot, key, build)
+    loaded = cache.cached(cache_dir, source, slot, key, build)
+    if skipped:  # counted as unreadable, never fatal
+        report = loaded.report
+        report.files_seen += len(skipped)
+        report.unreadable += len(skipped)
+        named = [f"{name} (name is not UTF-8)" for name in skipped[:3]]
+        report.unreadable_examples = (report.unreadable_examples + named)[:3]
+    return loaded
 
 
 def _synthetic(n: int, image_size: int, channels: int, seed: int) -> LoadedImages:

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from catdiff.files import save_torch
 from catdiff.images import grid, save_png, to_uint8
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,7 @@ class Snapshots(Callback):
             "wall_s": wall,
         }
         path = self.dirpath / f"step{step:07d}.ckpt"
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        save_torch(checkpoint, path)  # beside its final name, fsynced, renamed: never partial
         new = not self.csv_path.is_file()
         with self.csv_path.open("a") as f:
             if new:

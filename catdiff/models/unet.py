@@ -200,6 +200,8 @@ def _check_config(
     """Raise a one-line UserError naming the ``model.*`` key of the first bad value."""
     if in_channels < 1:
         raise UserError(f"model.in_channels={in_channels} must be at least 1")
+    if base_channels < 1:
+        raise UserError(f"model.base_channels={base_channels} must be at least 1")
     if not channel_mults or any(m < 1 for m in channel_mults):
         raise UserError(
             f"model.channel_mults={list(channel_mults)} must be a non-empty list of positive ints"

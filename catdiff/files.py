@@ -1,0 +1,148 @@
+"""The files a later command reads: written atomically, read without running code.
+
+**Writing.** A checkpoint, a cache, ``samples.pt``, ``metrics.json`` or a report is written to
+a temporary file *in the folder of its final name*, flushed, ``fsync``-ed, and renamed over the
+final name with ``os.replace``; then the folder itself is fsynced so the rename survives a
+power cut. A rename inside one filesystem is atomic: a reader sees the previous complete file
+or the new complete file, never a mix, whatever kills the writer and when. A temporary file
+elsewhere (``$TMPDIR``, as fsspec's transactions do) would make the final step a copy across
+filesystems, and a kill during that copy leaves the final name truncated and the previous good
+file gone: that is why the temporary file lives beside its target.
+
+A write that fails (a full disk, a read-only folder, a kill) leaves no partial file under the
+final name; the temporary file is removed when the writer gets the chance (a SIGKILL leaves a
+``.NAME.*.tmp`` beside it, which nothing reads). A full disk or a refused folder is one line
+(:class:`~catdiff.errors.UserError`) naming the file.
+
+**Reading.** ``torch.load`` unpickles, and a pickle can run code. :func:`load_tensors` always
+passes ``weights_only=True`` explicitly: an explicit argument wins over torch's
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` switch, which only replaces the *default*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from catdiff.errors import UserError
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC}
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every platform opens folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def describe_write_error(path: Path, error: OSError) -> str:
+    """One line for a failed write of ``path``: full disk, refused folder, or the OS's words."""
+    if error.errno in _NO_ROOM:
+        return f"no space left on the device writing {path} (the previous file, if any, is kept)"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: {error.strerror} (choose a writable folder)"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return f"cannot write {path}: a path component is a file, or the name is a folder"
+    return f"cannot write {path}: {error.strerror or error}"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", durable: bool = True) -> Iterator[IO[Any]]:
+    """``with atomic_open(path) as f: f.write(...)``: ``path`` appears complete or not at all.
+
+    The previous file under ``path`` stays until the new one is complete on disk. Errors
+    while writing (a full disk, a refused folder) raise a one-line :class:`UserError`.
+    ``durable=False`` skips the fsyncs: still whole-or-nothing if the process dies, but not
+    after a power cut (for many small files nothing reads back, such as sample PNGs).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'wb' or 'w', not {mode!r}")
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        if durable:
+            _fsync_dir(path.parent)
+    except OSError as e:
+        raise UserError(describe_write_error(path, e)) from e
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)``, atomically."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_with(path: str | Path, writer: Callable[[IO[bytes]], None], durable: bool = True) -> None:
+    """Call ``writer(binary file)`` and publish what it wrote under ``path`` atomically (for
+    writers that take a file object: PIL's ``Image.save``, ``torch.save``, ...)."""
+    with atomic_open(path, "wb", durable=durable) as f:
+        writer(f)
+
+
+def load_tensors(path: str | Path, *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only.
+
+    Raises the loader's own error for a file it cannot read (callers word it for the user).
+    """
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_user_file(path: str | Path, key: str, what: str, *, mmap: bool = False) -> Any:
+    """:func:`load_tensors` for a file the user named with ``key=``: a missing file, a text
+    file, random bytes, a truncated or edited archive, or a pickle that wants to run code are
+    each one line (:class:`UserError`) naming ``key``; whatever the loader raised is not shown
+    as a traceback (it raises many kinds: UnpicklingError, IndexError, struct.error, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"{key}={path} does not exist" + (" (it is a folder)" if path.is_dir() else "")
+        )
+    try:
+        return load_tensors(path, mmap=mmap)
+    except Exception as error:  # noqa: BLE001 - any failure to read is "not a <what>"
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first if len(first) <= 120 else first[:117] + "..."
+        raise UserError(f"{key}={path} is not a {what} ({type(error).__name__}: {first})") from None
