@@ -52,15 +52,99 @@ def checkpoint_to_resume(
     return chosen
 
 
-def checkpoint_step(ckpt_path: str) -> int:
-    """The global step a checkpoint was saved at, read without building the model and without
-    running code from the file (:func:`catdiff.files.load_user_file`: ``weights_only=True``
-    explicitly, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says)."""
+def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """The checkpoint's contents, read without building the model and without running code from
+    the file (:func:`catdiff.files.load_user_file`: ``weights_only=True`` explicitly, whatever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says); memory-mapped, so only what is used is read."""
     state = load_user_file(ckpt_path, "ckpt_path", "catdiff checkpoint", mmap=True)
     step = state.get("global_step") if isinstance(state, dict) else None
     if isinstance(step, bool) or not isinstance(step, int):
         raise UserError(f"ckpt_path={ckpt_path} is not a catdiff checkpoint (no global_step)")
-    return step
+    return state
+
+
+def checkpoint_step(ckpt_path: str) -> int:
+    """The global step a checkpoint was saved at."""
+    return int(read_checkpoint(ckpt_path)["global_step"])
+
+
+# What a checkpoint's weights were trained for. The model's shape must match for the weights to
+# load at all; the process and the data define what the network learned, so continuing under
+# another schedule, T, objective or image space silently trains something else.
+SHAPE_KEYS = ("model",)
+SETUP_KEYS = (
+    "diffusion.schedule",
+    "diffusion.T",
+    "diffusion.objective",
+    "diffusion.beta_start",
+    "diffusion.beta_end",
+    "data.image_size",
+    "data.channels",
+    "data.edges",
+    "data.edge_blur",
+)
+_NOT_SHAPE = {"dropout"}
+
+
+def _leaves(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: node}
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def setup_differences(
+    stored: dict[str, Any], current: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """(model-shape differences, other setup differences) as ``key: old -> new`` strings."""
+
+    def differ(keys: tuple[str, ...], skip: set[str]) -> list[str]:
+        out = []
+        for key in keys:
+            old = _leaves(_lookup(stored, key), key)
+            new = _leaves(_lookup(current, key), key)
+            for leaf in sorted(set(old) | set(new)):
+                if leaf.rsplit(".", 1)[-1] in skip or old.get(leaf) == new.get(leaf):
+                    continue
+                out.append(f"{leaf} {old.get(leaf)!r} -> {new.get(leaf)!r}")
+        return out
+
+    return differ(SHAPE_KEYS, _NOT_SHAPE), differ(SETUP_KEYS, set())
+
+
+def check_same_setup(
+    state: dict[str, Any], current: dict[str, Any], ckpt_path: str, allow: bool
+) -> None:
+    """Refuse (one line naming every differing key) to resume a checkpoint under a config whose
+    model shape differs (its weights cannot load), or whose diffusion or data settings differ
+    unless ``resume_check=false`` says the change is meant (fine-tuning under another schedule)."""
+    stored = (state.get("catdiff") or {}).get("config")
+    if not isinstance(stored, dict):
+        return  # not written by catdiff's module: Lightning checks the weights itself
+    shape, setup = setup_differences(stored, current)
+    if shape:
+        raise UserError(
+            f"ckpt_path={ckpt_path} holds another model: {'; '.join(shape)} "
+            "(its weights cannot load into this one: resume with the checkpoint's model settings)"
+        )
+    if setup and not allow:
+        raise UserError(
+            f"ckpt_path={ckpt_path} was trained with other settings: {'; '.join(setup)} "
+            "(pass them as they were, or resume_check=false to continue under the new ones)"
+        )
+    if setup:
+        log.warning("resuming under changed settings (resume_check=false): %s", "; ".join(setup))
 
 
 def prepare_resume(

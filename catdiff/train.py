@@ -31,9 +31,10 @@ from catdiff.config import (
 )
 from catdiff.errors import TrainingDiverged
 from catdiff.resume import (
-    checkpoint_step,
+    check_same_setup,
     checkpoint_to_resume,
     prepare_resume,
+    read_checkpoint,
     requeue_if_signalled,
 )
 from catdiff.runtime import choose_omp_wait_policy, prepare_process
@@ -52,8 +53,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolve_channels_last(cfg)
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, run_dir, cfg.paths.output_root, cfg.name)
-    # Read (pickle-free) before anything is built or written.
-    resume_step = checkpoint_step(ckpt_path) if ckpt_path is not None else None
+    resume_step = None
+    if ckpt_path is not None:  # read (pickle-free) and compared before anything is built
+        state = read_checkpoint(ckpt_path)
+        check_same_setup(state, to_plain(cfg), ckpt_path, allow=not cfg.get("resume_check", True))
+        resume_step = int(state["global_step"])
+        del state
 
     import lightning as L
     import torch
