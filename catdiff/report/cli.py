@@ -166,7 +166,7 @@ def make_report(argv: list[str]) -> Path:
         figures=made,
         command=" ".join(shlex.quote(w) for w in words),
         warnings=warn,
-        notes=notes_path.read_text() if notes_path.is_file() else None,
+        notes=notes_path.read_text(errors="replace") if notes_path.is_file() else None,
         params=count_parameters(arms),
     )
     path = out / "REPORT.md"

@@ -119,8 +119,8 @@ class Arm:
 # ---------------------------------------------------------------------------- reading files
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot read it as YAML ({first})") from None
 
@@ -142,23 +142,33 @@ def _job_order(path: Path) -> tuple[int, str]:
     return (int(match.group(1)) if match else 1 << 30, path.name)
 
 
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV log; bytes that are not UTF-8 (a log cut mid-character, a disk
+    error) become U+FFFD, so the numbers around them still count."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        return list(csv.DictReader(line.replace("\0", "") for line in f))
+
+
 def read_csv_history(path: Path) -> dict[str, list[tuple[int, float]]]:
     """Lightning's CSV log (sparse rows) -> {metric: [(step, value), ...]} sorted by step; a
     step logged twice (a resumed run) keeps its last value."""
     series: dict[str, dict[int, float]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
+    try:
+        rows = _csv_rows(path)
+    except (OSError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read it as CSV ({e})") from None
+    for row in rows:
+        try:
+            step = int(float(row.get("step") or ""))
+        except ValueError:
+            continue
+        for key, value in row.items():
+            if key in ("step", "epoch") or key is None or value in (None, ""):
+                continue
             try:
-                step = int(float(row.get("step") or ""))
+                series.setdefault(key, {})[step] = float(value)
             except ValueError:
                 continue
-            for key, value in row.items():
-                if key in ("step", "epoch") or key is None or value in (None, ""):
-                    continue
-                try:
-                    series.setdefault(key, {})[step] = float(value)
-                except ValueError:
-                    continue
     return {k: sorted(v.items()) for k, v in series.items()}
 
 
