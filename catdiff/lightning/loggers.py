@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from catdiff.config import build, run_identity, to_plain
+from catdiff.files import write_text
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
@@ -70,7 +71,7 @@ def write_summary(
 ) -> None:
     """:func:`run_summary` to ``metrics.json`` in the run folder and to the W&B run's summary."""
     summary = run_summary(trainer, metrics, seconds)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text(run_dir / "metrics.json", json.dumps(summary, indent=1) + "\n")
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.summary.update(summary)

@@ -26,8 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from catdiff.errors import UserError
+from catdiff.files import load_tensors, save_torch
 from catdiff.metrics.extractor import FeatureExtractor, to_unit
 
 log = logging.getLogger(__name__)
@@ -210,19 +209,9 @@ class CatdiffExtractor(FeatureExtractor):
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (temporary file in the same folder, then ``os.replace``)."""
+        """Write atomically (:func:`catdiff.files.save_torch`)."""
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.payload(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_torch(self.payload(), path)
         return path
 
 
@@ -232,7 +221,7 @@ class _BadFile(Exception):
 
 def _read(path: Path) -> CatdiffExtractor:
     try:
-        p = torch.load(path, map_location="cpu", weights_only=True)
+        p = load_tensors(path)
     except Exception as e:  # any parse failure (the unpickler raises KeyError, EOFError, ...)
         raise _BadFile(f"cannot be read ({type(e).__name__})") from None
     if not isinstance(p, dict) or p.get("format") != FORMAT:

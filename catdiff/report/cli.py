@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from catdiff.errors import UserError
+from catdiff.files import write_text
 from catdiff.report.runs import Arm, Run, duplicate_seeds, find_runs, group_arms
 
 OPTIONS = ("name", "out", "eval")
@@ -170,7 +171,7 @@ def make_report(argv: list[str]) -> Path:
         params=count_parameters(arms),
     )
     path = out / "REPORT.md"
-    path.write_text(render(report))
+    write_text(path, render(report))
     for line in warn:
         print(f"warning: {line}", file=sys.stderr)
     arms_text = ", ".join(f"{a.label} ({len(a.runs)})" for a in arms)

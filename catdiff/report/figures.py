@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catdiff.files import write_with
 from catdiff.report.runs import Arm, Run
 
 DPI = 100
@@ -45,8 +46,12 @@ def _colors(n: int) -> list:
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    write_with(  # whole or not at all, like every file a report writes
+        path,
+        lambda f: fig.savefig(
+            f, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None}
+        ),
+    )
     _plt().close(fig)
 
 
