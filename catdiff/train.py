@@ -256,7 +256,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 _FULL_TRACE = False  # HYDRA_FULL_ERROR=1 was set by the user (cli() sets it for itself)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg).get("val/loss")  # what a sweep would optimise

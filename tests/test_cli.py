@@ -172,13 +172,53 @@ def test_experiment_file_runs_its_whole_sweep_without_dash_m(tmp_path: Path) -> 
 
 
 def test_sample_and_evaluate_spacing_defaults_to_each_samplers_own() -> None:
-    from catdiff.sample import make_sampler
+    from catdiff.cli import compose_config
+    from catdiff.config import build
 
     for name in ("sample", "evaluate"):
-        cfg = OmegaConf.load(ROOT / "conf" / f"{name}.yaml")
-        cfg.sampler = "dpm_solver"
-        assert make_sampler(cfg).spacing == "logsnr"
-        cfg.sampler = "ddim"
-        assert make_sampler(cfg).spacing == "trailing"
-        cfg.spacing = "logsnr"
-        assert make_sampler(cfg).spacing == "logsnr"
+
+        def sampler(*argv: str, name: str = name):
+            return build(compose_config(name, ["ckpt=x", *argv]).sampler, "sampler")
+
+        assert sampler("sampler=dpm_solver").spacing == "logsnr"
+        assert sampler("sampler=ddim").spacing == "trailing"
+        assert sampler("sampler=ddim", "sampler.spacing=logsnr").spacing == "logsnr"
+        assert sampler("sampler=ddim", "spacing=logsnr").spacing == "logsnr"  # the shorthand
+
+
+def test_sample_and_evaluate_take_trainings_sampler_group_and_its_overrides() -> None:
+    """One parser: the sampler group of training (conf/sampler/), its keys dotted or as the
+    flat shorthands, run-folder paths with '=' and ',' as plain strings."""
+    from catdiff.cli import choice, compose_config, sampler_name
+    from catdiff.config import build
+
+    ckpt = "/runs/multirun_x/0_diffusion.loss=l2,seed=2/checkpoints/last.ckpt"
+    cfg = compose_config("evaluate", [f"ckpt={ckpt}", "sampler=dpm_solver", "sampler.steps=25"])
+    assert cfg.ckpt == ckpt and choice("sampler") == "dpm_solver"
+    sampler = build(cfg.sampler, "sampler")
+    assert sampler.steps == 25 and sampler_name(sampler) == "dpm_solver"
+    flat = compose_config("sample", ["ckpt=x", "sampler=ddim", "steps=7", "eta=0.5"])
+    assert (flat.sampler.steps, flat.sampler.eta) == (7, 0.5)
+    assert compose_config("sample", ["ckpt=x"]).sampler._target_.endswith("DDPMSampler")
+    assert compose_config("evaluate", ["ckpt=x"]).sampler.steps == 50  # DDIM-50 by default
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["ckpt=x", "sampler=nope"], "sampler=nope does not exist; sampler is one of: ddim, ddpm"),
+        (["ckpt=x", "sampler=ddpm", "steps=50"], "unknown option 'steps'"),
+        (["ckpt=x", "sampler=ddim", "sampler.stepz=5"], "sampler.stepz"),
+        (["ckpt=x", "sampler=ddim", "sampler.steps=many"], "sampler.steps=many has the wrong type"),
+        (["ckpt=x", "n=many"], "n=many has the wrong type: n takes an integer"),
+        (["ckpt=x", "seed"], "'seed' is not key=value"),
+        (["n=3"], "ckpt must be set"),
+    ],
+)
+def test_sample_option_mistakes_are_one_line_naming_the_key(argv: list[str], named: str) -> None:
+    from catdiff.cli import compose_config
+    from catdiff.errors import UserError
+
+    with pytest.raises(UserError, match=named) as excinfo:
+        compose_config("sample", argv)
+    assert "\n" not in str(excinfo.value)

@@ -161,7 +161,7 @@ def test_eval_folder_names_the_spacing_unless_trailing() -> None:
     from catdiff.evaluate import CONF, tag
 
     cfg = OmegaConf.load(CONF)
-    cfg.sampler, cfg.n = "dpm_solver", 1000
-    assert tag(cfg, 20, "logsnr") == "dpm_solver20-logsnr_n1000"
-    cfg.sampler = "ddim"
-    assert tag(cfg, 50, "trailing") == "ddim50_n1000"  # the name results had before logsnr
+    cfg.n = 1000
+    assert tag(cfg, "dpm_solver", 20, "logsnr") == "dpm_solver20-logsnr_n1000"
+    assert tag(cfg, "ddim", 50, "trailing") == "ddim50_n1000"  # the name results had before logsnr
+    assert tag(cfg, "heun", 35) == "heun35_n1000"

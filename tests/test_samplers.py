@@ -404,9 +404,9 @@ def test_logsnr_spacing_solves_fine_detail_far_more_accurately_than_trailing():
 def test_sampling_precision_casts_the_weights_once_and_keeps_the_sampler_in_fp32(monkeypatch):
     """precision=bf16 samples with a bf16 copy of the network (float32 in and out of it), close
     to the fp32 images; auto follows the hardware check; anything else is refused by name."""
-    import catdiff.lightning.precision as hardware
+    import catdiff.diffusion.generate as hardware
+    from catdiff.diffusion.generate import CastModel, with_precision
     from catdiff.models import UNet
-    from catdiff.sample import CastModel, with_precision
 
     torch.manual_seed(0)
     net = UNet(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), norm_groups=4).eval()

@@ -1,5 +1,5 @@
 """FID, KID and NLL during training, every ``every_n_steps`` (off by default: on a CPU,
-1,000 DDIM-50 samples of the 0.4M model took 220-290 s on one thread; on a GPU set e.g.
+minutes per evaluation, README "During training"; on a GPU set e.g.
 ``callbacks.evaluate.every_n_steps=5000``).
 
 Uses the EMA weights, the datamodule's own splits and the scoring of ``catdiff.evaluate``, so
@@ -18,9 +18,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
-from catdiff.evaluate import CONF, score
+from catdiff.config import conf_dir
+from catdiff.diffusion.generate import generate
+from catdiff.evaluate import score
 from catdiff.metrics.nll import nll_bpd
-from catdiff.sample import generate
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class PeriodicEvaluation(Callback):
             self.batch_size,
             pl_module.device,
         )
-        metrics_cfg = OmegaConf.load(CONF).metrics
+        metrics_cfg = OmegaConf.load(conf_dir() / "evaluate.yaml").metrics
         metrics_cfg.extractor_steps = self.extractor_steps
         scores = score(
             samples, data, data_cfg, metrics_cfg, "train", self.extractor_cache, pl_module.device
