@@ -101,6 +101,20 @@ def test_sample_writes_grid_zoom_trajectory_and_images(trained_run: Path, tmp_pa
     assert fast.shape == exact.shape and (fast - exact).abs().mean() < 4.0
 
 
+def test_sample_default_folder_is_named_after_the_sampler_group(trained_run: Path) -> None:
+    """A sampler added as its module plus its yaml (EDM's Heun) runs from the command line,
+    with the same overrides as training; default folders keep their names (ddim-5-seed0)."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    proc = run(["catdiff.sample", f"ckpt={ckpt}", "n=2", "sampler=heun", "sampler.steps=4"])
+    assert "7 network evaluations" in proc.stdout
+    assert (trained_run / "samples" / "heun-4-seed0" / "grid.png").is_file()
+    run(["catdiff.sample", f"ckpt={ckpt}", "n=2", "sampler=ddim", "steps=3", "seed=1"])
+    assert (trained_run / "samples" / "ddim-3-seed1" / "grid.png").is_file()
+    proc = run(["catdiff.sample", f"ckpt={ckpt}", "sampler=heun", "eta=0.5"], check=False)
+    assert proc.returncode == 2 and "unknown option 'eta'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_resume_continues_global_step_without_a_logger(trained_run: Path, tmp_path: Path) -> None:
     last = trained_run / "checkpoints" / "last.ckpt"
     run(
