@@ -75,7 +75,8 @@ def _describe(error: BaseException) -> str:
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:
-    """conf/<name>.yaml with ``overrides``, the hydra node included (for its runtime choices)."""
+    """conf/<name>.yaml with ``overrides``, the hydra node included (for its runtime choices).
+    Resets Hydra's global state: for entry points that are not a running ``@hydra.main`` job."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

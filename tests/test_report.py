@@ -369,3 +369,20 @@ def test_cli_default_out_and_no_lightning_or_hydra(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "experiments" / "loss_sweep" / "REPORT.md").is_file()
     assert len(list((tmp_path / "experiments" / "loss_sweep" / "figures").glob("*.png"))) == 4
+
+
+def test_eval_command_of_a_result_with_the_sampler_group_in_its_options() -> None:
+    """Results of the sampler group (options.sampler a mapping): its non-default keys are
+    written dotted, its _target_ and steps never (steps is already there)."""
+    ev = json.loads((next(SWEEP.glob("0_*")) / "eval" / TAG / "metrics.json").read_text())
+    options = {k: v for k, v in ev["options"].items() if k not in ("steps", "eta", "spacing")}
+    for flat in ("sde", "sigma", "clip_x0", "rederive_eps", "defaults"):
+        options.pop(flat, None)
+    sampler = {"_target_": "catdiff.diffusion.DDIMSampler", "steps": 50, "eta": 0.0}
+    ev["options"] = {**options, "sampler": {**sampler, "clip_x0": True, "spacing": "trailing"}}
+    assert eval_options(ev) == "n=1000 sampler=ddim steps=50 seed=0"
+    ev["options"]["sampler"]["eta"] = 0.5
+    assert eval_options(ev) == "n=1000 sampler=ddim steps=50 seed=0 sampler.eta=0.5"
+    ev["sampler"], ev["steps"] = "ddpm", 1000  # all T steps: no steps= to write
+    ev["options"]["sampler"] = {"_target_": "catdiff.diffusion.DDPMSampler", "sigma": "beta"}
+    assert eval_options(ev) == "n=1000 sampler=ddpm seed=0 sampler.sigma=beta"
