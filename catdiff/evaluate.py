@@ -27,7 +27,7 @@ from catdiff.benchmarks.report import cpu_model
 from catdiff.checkpoints import load_checkpoint, load_model
 from catdiff.cli import run_main, sampler_name
 from catdiff.config import build, conf_dir
-from catdiff.diffusion.generate import generate
+from catdiff.diffusion.generate import generate, pick_device
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, zoom
 from catdiff.metrics import (
@@ -40,7 +40,6 @@ from catdiff.metrics import (
 from catdiff.metrics.detail import detail_ratio
 from catdiff.metrics.nll import nll_bpd
 from catdiff.metrics.spaces import spaces_of
-from catdiff.sample import pick_device
 
 CONF = conf_dir() / "evaluate.yaml"
 EVAL_FORMAT = 1

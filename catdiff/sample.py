@@ -13,31 +13,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from catdiff.checkpoints import load_checkpoint, load_model
 from catdiff.cli import run_main, sampler_name
 from catdiff.config import build
-from catdiff.diffusion.generate import generate, trajectory_timesteps, with_precision
+from catdiff.diffusion.generate import (
+    generate,
+    pick_device,
+    trajectory_timesteps,
+    with_precision,
+)
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, to_uint8, trajectory_grid, zoom
 
-__all__ = ["generate", "load_checkpoint", "load_model", "main", "run", "with_precision"]
+__all__ = [
+    "generate",
+    "load_checkpoint",
+    "load_model",
+    "main",
+    "pick_device",
+    "run",
+    "with_precision",
+]
 
 
 def sample_label(sampler: object) -> str:
     """``<sampler>[-<steps>]`` (``ddim-50``, ``ddpm``): the default sample folder's stem."""
     steps = getattr(sampler, "steps", None)
     return sampler_name(sampler) + (f"-{steps}" if steps is not None else "")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available: use device=cpu")
-    return torch.device(name)
 
 
 def run(cfg: DictConfig) -> Path:

@@ -34,6 +34,16 @@ class CastModel(torch.nn.Module):
         return self.model(x.to(self.dtype), t).float()
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``;
+    config key ``device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} but no CUDA device is available: use device=cpu")
+    return torch.device(name)
+
+
 def cpu_has_fast_bf16() -> bool:
     """AVX-512 BF16 or AMX tiles: the CPU runs bf16 matmuls and convolutions natively."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
