@@ -1,8 +1,9 @@
 """One command line for every entry point: Hydra overrides over ``conf/<name>.yaml``.
 
-``catdiff.train`` runs under ``@hydra.main``; ``catdiff.sample`` and ``catdiff.evaluate``
-compose their config with Hydra's compose API (no output folder, no change of directory) from
-the same conf/ and the same config groups, so they take the same overrides as training:
+``catdiff.train`` runs under ``@hydra.main``; ``catdiff.sample``, ``catdiff.evaluate`` (and
+``catdiff.report``'s options) compose their config with Hydra's compose API (no output folder,
+no change of directory) from the same conf/ and the same config groups, so they take the same
+overrides as training:
 
     python -m catdiff.sample ckpt=PATH sampler=dpm_solver sampler.steps=25
     python -m catdiff.evaluate ckpt=PATH sampler=ddim sampler.steps=50 metrics.extractor=inception
