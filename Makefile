@@ -26,9 +26,9 @@ train:  ## the seed's experiment on the Kaggle cat faces (ARGS="key=value ...")
 demo:  ## offline demo: a small model trained 600 steps on synthetic cat sketches, then 64 DDIM samples
 	$(PY) -m catdiff.train data=synthetic model=unet_small diffusion.T=250 trainer.max_steps=600 \
 		trainer.val_check_interval=200 callbacks.sample_grid.every_n_steps=200 name=demo $(ARGS)
-	$(PY) -m catdiff.sample ckpt=$$(ls -t outputs/demo/*/checkpoints/last.ckpt | head -1) n=64 sampler=ddim steps=50
+	$(PY) -m catdiff.sample ckpt=$$(ls -t outputs/demo/*/checkpoints/last.ckpt | head -1) n=64 sampler=ddim sampler.steps=50
 
-sample:  ## sample from the newest run (ARGS="ckpt=PATH n=64 sampler=ddim steps=50")
+sample:  ## sample from the newest run (ARGS="ckpt=PATH n=64 sampler=ddim sampler.steps=50")
 	$(PY) -m catdiff.sample ckpt=$$(ls -t outputs/*/*/checkpoints/last.ckpt | head -1) $(ARGS)
 
 test:  ## the default test run (no slow/slurm/gpu tests); exit code 5 (no tests) fails

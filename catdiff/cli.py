@@ -1,28 +1,44 @@
-"""Command lines: mistakes on one line, and ``key=value`` options over a YAML file of defaults.
+"""One command line for every entry point: Hydra overrides over ``conf/<name>.yaml``.
 
-Every entry point reports a config mistake (an unknown key, a wrong type, an experiment that
-does not exist, a bad value) with one line on stderr that names the key, and exit code 2; a
-diverged training run with one line and exit code 1. ``HYDRA_FULL_ERROR=1`` shows the full
+``catdiff.train`` runs under ``@hydra.main``; ``catdiff.sample``, ``catdiff.evaluate`` (and
+``catdiff.report``'s options) compose their config with Hydra's compose API (no output folder,
+no change of directory) from the same conf/ and the same config groups, so they take the same
+overrides as training:
+
+    python -m catdiff.sample ckpt=PATH sampler=dpm_solver sampler.steps=25
+    python -m catdiff.evaluate ckpt=PATH sampler=ddim sampler.steps=50 metrics.extractor=inception
+
+The sampler is whatever ``conf/sampler/<choice>.yaml`` builds (``_target_``): a new sampler is
+its module and its yaml, and every entry point takes it. The group's choice is the sampler's
+name (:func:`choice`: eval folder tags, default sample folders).
+
+Shorthands: a plain key that is not an option of the entry point but is one of the chosen
+sampler's means ``sampler.<key>``: ``steps=50`` is ``sampler.steps=50`` (likewise ``eta=``,
+``spacing=``, ``sde=``, ...: the flat spellings of earlier versions). Values Hydra's grammar
+cannot read as they stand (run folders named ``0_diffusion.loss=l2,seed=2``) are taken as
+strings.
+
+Mistakes give one line naming the key and exit status 2: an unknown key, a value of the wrong
+type (``n=many``), a missing required value (``ckpt``), a sampler that does not exist.
+
+Every entry point reports a mistake with one line on stderr that names the key and exit code
+2 (a diverged training run: one line and exit code 1); ``HYDRA_FULL_ERROR=1`` shows the full
 trace instead. :func:`describe` writes the line; :func:`run_hydra` and :func:`one_line_errors`
-are the two places a Hydra entry point catches the errors.
-
-For ``parse_options`` (catdiff.sample, catdiff.evaluate) the defaults file is the list of
-options: an unknown key, a value of the wrong type or a missing required value (``???``) is a
-:class:`~catdiff.errors.UserError` naming the key and the file. Nested options are dotted:
-``metrics.extractor=inception``.
+are where ``@hydra.main`` (training) catches the errors, :func:`run_main` where the composed
+entry points do.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -31,6 +47,7 @@ from omegaconf.errors import (
 )
 
 from catdiff.allocator import keep_freed_memory
+from catdiff.config import check_value_types, conf_dir
 from catdiff.errors import TrainingDiverged, UserError
 
 _FULL_TRACE = False  # HYDRA_FULL_ERROR=1 was set by the user (run_hydra sets it for itself)
@@ -109,55 +126,142 @@ def run_hydra(main: Callable[[], Any]) -> None:
         sys.exit(1)
 
 
-def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(node, dict):
-        out = []
-        for key, value in node.items():
-            out += _leaves(value, f"{prefix}{key}.")
-        return out
-    return [(prefix[:-1], node)]
+def _has(cfg: DictConfig, key: str) -> bool:
+    """Whether dotted ``key`` exists in ``cfg`` (a required ``???`` value counts)."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return False
+    return leaf in node or OmegaConf.is_missing(node, leaf)
 
 
-def _get(cfg: DictConfig, dotted: str) -> Any:
-    return OmegaConf.select(cfg, dotted, throw_on_missing=False)
+def _as_override(arg: str) -> Any:
+    """``arg`` parsed as a Hydra override; a ``key=value`` whose value the grammar cannot read
+    as a single value (``=`` or ``,`` in a path) is re-read with the value quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-
-def parse_options(argv: list[str], defaults_file: Path) -> DictConfig:
-    """Merge ``key=value`` arguments over ``defaults_file``; the defaults' types are the types."""
-    where = f"{defaults_file.parent.name}/{defaults_file.name}"
-    defaults = OmegaConf.load(defaults_file)
-    OmegaConf.set_struct(defaults, True)
-    for arg in argv:
-        if "=" not in arg:
-            raise UserError(f"argument {arg!r} is not key=value (options: {where})")
+    parser = OverridesParser.create()
     try:
-        cfg = OmegaConf.merge(defaults, OmegaConf.from_dotlist(argv))
-        OmegaConf.to_container(cfg, throw_on_missing=True)
-    except ConfigKeyError as e:
-        options = ", ".join(key for key, _ in _leaves(OmegaConf.to_container(defaults)))
-        raise UserError(
-            f"unknown option {e.full_key or e.key!r}: options are {options} ({where})"
-        ) from None
-    except OmegaConfBaseException as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{first} (see {where})") from None
-    for key, default in _leaves(OmegaConf.to_container(defaults)):
-        value = _get(cfg, key)
-        if default is None or default == "???":
+        (override,) = parser.parse_overrides([arg])
+        if not override.is_sweep_override():
+            return override
+    except HydraException:
+        pass
+    key, sep, value = arg.partition("=")
+    if not sep or not key or any(c in key for c in " ='\""):
+        raise UserError(f"argument {arg!r} is not key=value")
+    quote = '"' if "'" in value else "'"
+    try:
+        (override,) = parser.parse_overrides([f"{key}={quote}{value}{quote}"])
+    except HydraException:
+        raise UserError(f"argument {arg!r} is not key=value") from None
+    return override
+
+
+def _compose(name: str, overrides: list[str]) -> DictConfig:
+    """conf/<name>.yaml with ``overrides``, the hydra node included (for its runtime choices).
+    Resets Hydra's global state: for entry points that are not a running ``@hydra.main`` job."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name=name):
+        return compose(name, overrides=overrides, return_hydra_config=True)
+
+
+def _is_group(key: str) -> bool:
+    """A config group (a folder of conf/, or one of Hydra's own such as hydra/launcher)."""
+    return key.startswith("hydra/") or (conf_dir() / key).is_dir()
+
+
+def compose_config(name: str, argv: list[str]) -> DictConfig:
+    """The config of entry point ``name``: conf/<name>.yaml, its groups and ``argv`` (Hydra
+    overrides, with the shorthands above). The group choices stay readable through
+    :func:`choice` (Hydra's ``HydraConfig``, as under ``@hydra.main``). Raises UserError."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [_as_override(arg) for arg in argv]
+    try:  # the defaults for this command line's group choices: which keys exist, their types
+        reference = _compose(name, [o.input_line for o in overrides if _is_group(o.key_or_group)])
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UserError(describe(e)) from None
+    sampler = reference.get("sampler")
+    lines, values = [], []
+    for o in overrides:
+        key = o.key_or_group
+        if _is_group(key) or o.is_add() or o.is_delete() or o.is_force_add():
+            lines.append(o.input_line)
             continue
-        expected = (int, float) if isinstance(default, float) else type(default)
-        if not isinstance(value, expected) or isinstance(value, bool) is not isinstance(
-            default, bool
-        ):
-            raise UserError(f"{key}={value!r} must be a {type(default).__name__} ({where})")
+        if "." not in key and not _has(reference, key) and isinstance(sampler, DictConfig):
+            if key not in sampler:
+                options = ", ".join(k for k in sampler if not k.startswith("_"))
+                raise UserError(
+                    f"unknown option '{key}': conf/{name}.yaml has no {key}, and "
+                    f"sampler={reference.hydra.runtime.choices.get('sampler')} takes {options}"
+                )
+            key = f"sampler.{key}"  # the shorthand: steps=50 is sampler.steps=50
+        if not _has(reference, key):
+            raise UserError(f"unknown option '{key}' (the options are in conf/{name}.yaml)")
+        line = key + o.input_line[len(o.key_or_group) :]
+        lines.append(line)
+        values.append((key, line.split("=", 1)[1]))
+    try:
+        cfg = _compose(name, lines)
+        HydraConfig.instance().set_config(cfg)
+        cfg = copy.deepcopy(cfg)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+        OmegaConf.to_container(cfg, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UserError(describe(e)) from None
+    check_value_types(cfg, reference, values)
     return cfg
 
 
-def run_main(run: Callable[[DictConfig], Any], defaults_file: Path, argv: list[str] | None) -> None:
-    """Parse, run, and turn a UserError into one line on stderr and exit status 2."""
+def choice(group: str) -> str | None:
+    """The option chosen for config ``group`` (``sampler`` -> ``dpm_solver``) in the config
+    composed last (by :func:`compose_config` or ``@hydra.main``); None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
+def sampler_name(sampler: Any) -> str:
+    """What outputs call a sampler: its config group's choice (``ddim``), else its ``name``
+    attribute, else its class name."""
+    return choice("sampler") or getattr(sampler, "name", None) or type(sampler).__name__
+
+
+def build_sampler(name: str, **options: Any) -> Any:
+    """The sampler ``conf/sampler/<name>.yaml`` builds, with ``options`` over its keys
+    (``build_sampler("dpm_solver", steps=25)``): for code that picks a sampler by name."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from catdiff.config import build
+
+    def value(v: Any) -> str:
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    argv = [f"sampler={name}"] + [f"sampler.{k}={value(v)}" for k, v in options.items()]
+    try:
+        node = _compose("sample", argv).sampler
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UserError(describe(e)) from None
+    return build(node, "sampler")
+
+
+def run_main(run: Callable[[DictConfig], Any], name: str, argv: list[str] | None) -> None:
+    """Compose conf/<name>.yaml with the command line, run, and turn a UserError into one
+    line on stderr and exit status 2."""
     keep_freed_memory()  # sampling re-allocates the same activations every step
     try:
-        run(parse_options(sys.argv[1:] if argv is None else argv, defaults_file))
+        run(compose_config(name, sys.argv[1:] if argv is None else argv))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

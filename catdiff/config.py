@@ -80,6 +80,12 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def conf_dir() -> Path:
+    """The config folder: ``catdiff/conf`` (a link to the checkout's conf/, and the copy that
+    ``pip install .`` puts inside the package), so every entry point finds it from any folder."""
+    return Path(__file__).resolve().parent / "conf"
+
+
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped, so a bad
     value gives its one-line message; other failures name the config key that built them."""
@@ -179,8 +185,16 @@ def check_override_types(cfg: DictConfig) -> None:
         config_name=hydra.job.config_name,
         overrides=[o.input_line for o in overrides if o.key_or_group in groups],
     )
-    for override in values:
-        key = override.key_or_group
+    check_value_types(
+        cfg, reference, [(o.key_or_group, o.get_value_element_as_str()) for o in values]
+    )
+
+
+def check_value_types(cfg: DictConfig, reference: DictConfig, items: list[tuple[str, str]]) -> None:
+    """Each ``(key, value as typed)`` of a command line keeps the type of the value it replaces
+    in ``reference`` (the config composed with the same group choices only): one line naming
+    the key otherwise (``n=many``: n takes an integer)."""
+    for key, typed in items:
         if key in _ANY_TYPE:
             continue
         try:
@@ -191,8 +205,7 @@ def check_override_types(cfg: DictConfig) -> None:
         if not _same_type(old, new):
             default = OmegaConf.to_container(old) if OmegaConf.is_config(old) else old
             raise UserError(
-                f"{key}={override.get_value_element_as_str()} has the wrong type: "
-                f"{key} takes {_kind(old)} (default: {default!r})"
+                f"{key}={typed} has the wrong type: {key} takes {_kind(old)} (default: {default!r})"
             )
 
 

@@ -1,9 +1,10 @@
-"""Score a checkpoint: ``python -m catdiff.evaluate ckpt=PATH n=1000 sampler=ddim steps=50``.
+"""Score a checkpoint: ``python -m catdiff.evaluate ckpt=PATH n=1000 sampler=ddim sampler.steps=50``.
 
 Writes ``<out>/metrics.json`` (FID and KID with its std per comparable space, NLL in bits/dim
 with its standard error, sampler, steps, n, extractor name and hash, wall times, machine),
 ``grid.png``, ``zoom.png`` and ``samples.pt`` (the n samples, uint8), where out defaults to
-``<run folder>/eval/<sampler><steps>_n<n>[_inception]``. Options: conf/evaluate.yaml.
+``<run folder>/eval/<sampler><nfe>[-<spacing>]_n<n>[_inception]``. Options: conf/evaluate.yaml
+and the sampler group conf/sampler/ (the same overrides as training; catdiff.cli).
 
 The run's own data is loaded from the config stored in the checkpoint (``data_root=PATH``
 when the images moved). FID is taken per space (:mod:`catdiff.metrics.spaces`), with a feature
@@ -22,26 +23,27 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from catdiff.cli import run_main
-from catdiff.config import build
+from catdiff.checkpoints import load_checkpoint, load_model
+from catdiff.cli import run_main, sampler_name
+from catdiff.config import build, conf_dir
+from catdiff.diffusion.generate import generate, pick_device
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, zoom
 from catdiff.machine import machine
 from catdiff.metrics.metric import Metric
 from catdiff.metrics.nll import nll_bpd
 from catdiff.metrics.score import ExtractorOptions, score, summary
-from catdiff.sample import generate, load_checkpoint, load_model, make_sampler, pick_device
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "evaluate.yaml"
+CONF = conf_dir() / "evaluate.yaml"
 EVAL_FORMAT = 1
 
 
-def tag(cfg: DictConfig, nfe: int, spacing: str | None = None) -> str:
-    """``<sampler><nfe>[-<spacing>]_n<n>[_<extractor>]``; trailing spacing (the samplers'
+def tag(cfg: DictConfig, name: str, nfe: int, spacing: str | None = None) -> str:
+    """``<sampler name><nfe>[-<spacing>]_n<n>[_<extractor>]``; trailing spacing (the samplers'
     only one before logsnr) is left out, so older results keep their folder names."""
     suffix = "" if cfg.metrics.extractor == "catdiff" else f"_{cfg.metrics.extractor}"
     spaced = f"-{spacing}" if spacing not in (None, "trailing") else ""
-    return f"{cfg.sampler}{nfe}{spaced}_n{cfg.n}{suffix}"
+    return f"{name}{nfe}{spaced}_n{cfg.n}{suffix}"
 
 
 def load_run_images(data_cfg: dict[str, Any], data_root: str | None) -> dict[str, torch.Tensor]:
@@ -84,7 +86,6 @@ def check_options(cfg: DictConfig) -> None:
         "nll.mode": (cfg.nll.mode, ("sampled", "full", "none")),
         "nll.sigma": (cfg.nll.sigma, ("beta", "beta_tilde")),
         "reference": (cfg.reference, ("train", "test")),
-        "sampler": (cfg.sampler, ("ddim", "ddpm", "dpm_solver")),
         "weights": (cfg.weights, ("ema", "raw")),
     }
     for key, (value, allowed) in choices.items():
@@ -111,13 +112,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model, diffusion, shape = load_model(ckpt, cfg.weights)
     run_cfg = ckpt["catdiff"]["config"]
     data_cfg = dict(run_cfg["data"])
-    sampler = make_sampler(cfg)
+    sampler = build(cfg.sampler, "sampler")
+    name = sampler_name(sampler)
     device = pick_device(cfg.device)
     model, diffusion = model.to(device), diffusion.to(device)
     nfe = sampler.nfe(diffusion)
     run_dir = Path(cfg.ckpt).resolve().parents[1]
     spacing = getattr(sampler, "spacing", None)
-    out = Path(cfg.out) if cfg.out else run_dir / "eval" / tag(cfg, nfe, spacing)
+    out = Path(cfg.out) if cfg.out else run_dir / "eval" / tag(cfg, name, nfe, spacing)
     cache_dir = Path(
         cfg.metrics.extractor_cache or Path(data_cfg.get("data_dir") or "data") / "extractors"
     )
@@ -138,8 +140,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "ckpt": str(Path(cfg.ckpt).resolve()),
         "global_step": ckpt.get("global_step"),
         "weights": cfg.weights,
-        "sampler": cfg.sampler,
-        "steps": cfg.steps if cfg.sampler != "ddpm" else diffusion.T,
+        "sampler": name,
+        "steps": getattr(sampler, "steps", diffusion.T),
         "nfe": nfe,
         "n": cfg.n,
         "seed": cfg.seed,
@@ -186,7 +188,7 @@ def summary_line(result: dict[str, Any], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_main(evaluate, CONF, argv)
+    run_main(evaluate, "evaluate", argv)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,20 @@ def test_sample_writes_grid_zoom_trajectory_and_images(trained_run: Path, tmp_pa
     assert fast.shape == exact.shape and (fast - exact).abs().mean() < 4.0
 
 
+def test_sample_default_folder_is_named_after_the_sampler_group(trained_run: Path) -> None:
+    """A sampler added as its module plus its yaml (EDM's Heun) runs from the command line,
+    with the same overrides as training; default folders keep their names (ddim-5-seed0)."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    proc = run(["catdiff.sample", f"ckpt={ckpt}", "n=2", "sampler=heun", "sampler.steps=4"])
+    assert "7 network evaluations" in proc.stdout
+    assert (trained_run / "samples" / "heun-4-seed0" / "grid.png").is_file()
+    run(["catdiff.sample", f"ckpt={ckpt}", "n=2", "sampler=ddim", "steps=3", "seed=1"])
+    assert (trained_run / "samples" / "ddim-3-seed1" / "grid.png").is_file()
+    proc = run(["catdiff.sample", f"ckpt={ckpt}", "sampler=heun", "eta=0.5"], check=False)
+    assert proc.returncode == 2 and "unknown option 'eta'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_resume_continues_global_step_without_a_logger(trained_run: Path, tmp_path: Path) -> None:
     last = trained_run / "checkpoints" / "last.ckpt"
     run(
@@ -172,13 +186,53 @@ def test_experiment_file_runs_its_whole_sweep_without_dash_m(tmp_path: Path) -> 
 
 
 def test_sample_and_evaluate_spacing_defaults_to_each_samplers_own() -> None:
-    from catdiff.sample import make_sampler
+    from catdiff.cli import compose_config
+    from catdiff.config import build
 
     for name in ("sample", "evaluate"):
-        cfg = OmegaConf.load(ROOT / "conf" / f"{name}.yaml")
-        cfg.sampler = "dpm_solver"
-        assert make_sampler(cfg).spacing == "logsnr"
-        cfg.sampler = "ddim"
-        assert make_sampler(cfg).spacing == "trailing"
-        cfg.spacing = "logsnr"
-        assert make_sampler(cfg).spacing == "logsnr"
+
+        def sampler(*argv: str, name: str = name):
+            return build(compose_config(name, ["ckpt=x", *argv]).sampler, "sampler")
+
+        assert sampler("sampler=dpm_solver").spacing == "logsnr"
+        assert sampler("sampler=ddim").spacing == "trailing"
+        assert sampler("sampler=ddim", "sampler.spacing=logsnr").spacing == "logsnr"
+        assert sampler("sampler=ddim", "spacing=logsnr").spacing == "logsnr"  # the shorthand
+
+
+def test_sample_and_evaluate_take_trainings_sampler_group_and_its_overrides() -> None:
+    """One parser: the sampler group of training (conf/sampler/), its keys dotted or as the
+    flat shorthands, run-folder paths with '=' and ',' as plain strings."""
+    from catdiff.cli import choice, compose_config, sampler_name
+    from catdiff.config import build
+
+    ckpt = "/runs/multirun_x/0_diffusion.loss=l2,seed=2/checkpoints/last.ckpt"
+    cfg = compose_config("evaluate", [f"ckpt={ckpt}", "sampler=dpm_solver", "sampler.steps=25"])
+    assert cfg.ckpt == ckpt and choice("sampler") == "dpm_solver"
+    sampler = build(cfg.sampler, "sampler")
+    assert sampler.steps == 25 and sampler_name(sampler) == "dpm_solver"
+    flat = compose_config("sample", ["ckpt=x", "sampler=ddim", "steps=7", "eta=0.5"])
+    assert (flat.sampler.steps, flat.sampler.eta) == (7, 0.5)
+    assert compose_config("sample", ["ckpt=x"]).sampler._target_.endswith("DDPMSampler")
+    assert compose_config("evaluate", ["ckpt=x"]).sampler.steps == 50  # DDIM-50 by default
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["ckpt=x", "sampler=nope"], "sampler=nope does not exist; sampler is one of: ddim, ddpm"),
+        (["ckpt=x", "sampler=ddpm", "steps=50"], "unknown option 'steps'"),
+        (["ckpt=x", "sampler=ddim", "sampler.stepz=5"], "sampler.stepz"),
+        (["ckpt=x", "sampler=ddim", "sampler.steps=many"], "sampler.steps=many has the wrong type"),
+        (["ckpt=x", "n=many"], "n=many has the wrong type: n takes an integer"),
+        (["ckpt=x", "seed"], "'seed' is not key=value"),
+        (["n=3"], "ckpt must be set"),
+    ],
+)
+def test_sample_option_mistakes_are_one_line_naming_the_key(argv: list[str], named: str) -> None:
+    from catdiff.cli import compose_config
+    from catdiff.errors import UserError
+
+    with pytest.raises(UserError, match=named) as excinfo:
+        compose_config("sample", argv)
+    assert "\n" not in str(excinfo.value)

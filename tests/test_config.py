@@ -160,7 +160,7 @@ def test_every_sampler_config_builds(name: str) -> None:
 def test_t_sampling_and_rederive_eps_reach_the_objects_from_the_config() -> None:
     """diffusion.t_sampling/t_p_* build the lognormal p(t); sampler.rederive_eps the DDIM rule,
     both through training's config and through the sample/evaluate CLIs' flat keys."""
-    from catdiff.sample import make_sampler
+    from catdiff.cli import compose_config
 
     cfg = compose(["diffusion.t_sampling=lognormal", "diffusion.t_p_mean=0.5", "sampler=ddim"])
     diffusion = instantiate(cfg.diffusion)
@@ -174,7 +174,6 @@ def test_t_sampling_and_rederive_eps_reach_the_objects_from_the_config() -> None
         instantiate(compose(["sampler=ddim", "sampler.rederive_eps=false"]).sampler).rederive_eps
         is False
     )
-    for conf in ("sample.yaml", "evaluate.yaml"):
-        flat = OmegaConf.load(CONF / conf)
-        flat.merge_with({"sampler": "ddim", "rederive_eps": False})
-        assert make_sampler(flat).rederive_eps is False
+    for name in ("sample", "evaluate"):
+        flat = compose_config(name, ["ckpt=x", "sampler=ddim", "rederive_eps=false"])
+        assert instantiate(flat.sampler).rederive_eps is False

@@ -92,6 +92,19 @@ def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Pat
     assert len(list(cache.glob("*.pt"))) == 2  # one extractor per space, trained once
 
 
+def test_evaluate_takes_any_sampler_of_the_group_and_names_its_folder(tiny_ckpt: Path) -> None:
+    """EDM's Heun (its module + its yaml, nothing else) through the evaluate command line; the
+    default folder is <sampler><network evaluations>_n<n>."""
+    options = ["n=8", "batch_size=8", "metrics.fid=false", "nll.mode=none"]
+    run(["catdiff.evaluate", f"ckpt={tiny_ckpt}", *options, "sampler=heun", "sampler.steps=3"])
+    folder = tiny_ckpt.parents[1] / "eval" / "heun5_n8"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert (metrics["sampler"], metrics["steps"], metrics["nfe"]) == ("heun", 3, 5)
+    assert metrics["options"]["sampler"]["steps"] == 3
+    run(["catdiff.evaluate", f"ckpt={tiny_ckpt}", *options, "sampler=dpm_solver", "steps=4"])
+    assert (tiny_ckpt.parents[1] / "eval" / "dpm_solver4-logsnr_n8" / "metrics.json").is_file()
+
+
 @pytest.mark.parametrize(
     ("option", "named"),
     [
@@ -101,6 +114,7 @@ def test_evaluate_writes_metrics_grid_and_samples(tiny_ckpt: Path, tmp_path: Pat
         ("metrics.precision_recall.k=0", "metrics.precision_recall.k"),
         ("metrics.fid_kid._target_=catdiff.nope.FID", "metrics.fid_kid._target_"),
         ("n=many", "n="),
+        ("sampler=nope", "sampler=nope does not exist; sampler is one of"),
     ],
 )
 def test_evaluate_bad_option_is_one_line_naming_it(
@@ -170,7 +184,7 @@ def test_eval_folder_names_the_spacing_unless_trailing() -> None:
     from catdiff.evaluate import CONF, tag
 
     cfg = OmegaConf.load(CONF)
-    cfg.sampler, cfg.n = "dpm_solver", 1000
-    assert tag(cfg, 20, "logsnr") == "dpm_solver20-logsnr_n1000"
-    cfg.sampler = "ddim"
-    assert tag(cfg, 50, "trailing") == "ddim50_n1000"  # the name results had before logsnr
+    cfg.n = 1000
+    assert tag(cfg, "dpm_solver", 20, "logsnr") == "dpm_solver20-logsnr_n1000"
+    assert tag(cfg, "ddim", 50, "trailing") == "ddim50_n1000"  # the name results had before logsnr
+    assert tag(cfg, "heun", 35) == "heun35_n1000"

@@ -65,16 +65,6 @@ FORBIDDEN_EVERYWHERE = ("experiments", "diffusers", "tests")
 FRAMEWORKS = ("lightning", "pytorch_lightning", "hydra", "omegaconf", "wandb", "submitit")
 FRAMEWORK_FREE = ("base", "pure")
 
-# TEMPORARY (issue 20): violations that other branches of the same issue remove, allowed here
-# until they are merged. The coordinator deletes this constant at merge; an entry that no
-# longer occurs fails the test. Path (a file, or a folder ending in "/") -> the imported
-# modules allowed there, or None for every import of a file that moves out of catdiff/.
-PENDING_ELSEWHERE: dict[str, tuple[str, ...] | None] = {
-    # entry points used as libraries (their code moves to catdiff/metrics and below)
-    "catdiff/lightning/evaluation.py": ("catdiff.evaluate", "catdiff.sample"),
-    "catdiff/evaluate.py": ("catdiff.sample",),
-}
-
 
 # -------------------------------------------------------------------------- the checker
 @dataclass(frozen=True)
@@ -187,25 +177,10 @@ def check(root: Path) -> list[Violation]:
     return violations
 
 
-def pending(violation: Violation) -> str | None:
-    """The PENDING_ELSEWHERE entry that allows ``violation``, if any."""
-    for where, modules in PENDING_ELSEWHERE.items():
-        matches = (
-            violation.path.startswith(where) if where.endswith("/") else violation.path == where
-        )
-        if matches and (modules is None or violation.imported in modules):
-            return where
-    return None
-
-
 # ------------------------------------------------------------------------------- tests
 def test_every_import_under_catdiff_goes_downward() -> None:
     violations = check(ROOT)
-    left = [v for v in violations if pending(v) is None]
-    assert not left, "imports against the layers:\n" + "\n".join(map(str, left))
-    used = {pending(v) for v in violations}
-    stale = sorted(set(PENDING_ELSEWHERE) - used)
-    assert not stale, f"PENDING_ELSEWHERE entries that no longer occur, delete them: {stale}"
+    assert not violations, "imports against the layers:\n" + "\n".join(map(str, violations))
 
 
 # kind -> (code appended to a pure module, the import the checker must name); the bad import

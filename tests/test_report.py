@@ -191,6 +191,7 @@ def test_bad_folder_exits_2_with_one_line(tmp_path) -> None:
     [
         (["/no/such/folder"], "/no/such/folder: no such folder"),
         ([str(SWEEP), "bogus=1"], "unknown option 'bogus'"),
+        ([str(SWEEP), "name="], "name= needs a value"),
         ([str(SWEEP), "eval=ddpm1000_n5"], "eval=ddpm1000_n5: no run has"),
     ],
 )
@@ -351,12 +352,12 @@ def test_eval_command_names_the_options_that_differ_from_the_defaults() -> None:
     assert eval_options(ev) == "n=1000 sampler=ddim steps=50 seed=0"
 
 
-def test_cli_default_out_and_no_lightning_or_hydra(tmp_path) -> None:
-    """``experiments/<name>`` under the working folder; the report never imports Lightning or
-    Hydra (it reads files)."""
+def test_cli_default_out_and_no_lightning(tmp_path) -> None:
+    """``experiments/<name>`` under the working folder; the report never imports Lightning (it
+    reads files; its options go through Hydra's override parser, as every entry point's)."""
     code = (
         "import sys; from catdiff.report import main; main(sys.argv[1:]); "
-        "heavy = {m.split('.')[0] for m in sys.modules} & {'lightning', 'hydra'}; "
+        "heavy = {m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning'}; "
         "sys.exit(f'imported {heavy}' if heavy else 0)"
     )
     proc = subprocess.run(
@@ -466,3 +467,20 @@ def test_detail_and_run_level_scores_go_in_the_main_table(tmp_path, capsys) -> N
     detail = _verdict(text, "detail ratio gray")  # l2 far smoother: not 'better' or 'worse'
     assert "larger than the seed-to-seed spread" in detail and "is better" not in detail
     assert "1 is as finely detailed as the data" in text  # its legend
+
+
+def test_eval_command_of_a_result_with_the_sampler_group_in_its_options() -> None:
+    """Results of the sampler group (options.sampler a mapping): its non-default keys are
+    written dotted, its _target_ and steps never (steps is already there)."""
+    ev = json.loads((next(SWEEP.glob("0_*")) / "eval" / TAG / "metrics.json").read_text())
+    options = {k: v for k, v in ev["options"].items() if k not in ("steps", "eta", "spacing")}
+    for flat in ("sde", "sigma", "clip_x0", "rederive_eps", "defaults"):
+        options.pop(flat, None)
+    sampler = {"_target_": "catdiff.diffusion.DDIMSampler", "steps": 50, "eta": 0.0}
+    ev["options"] = {**options, "sampler": {**sampler, "clip_x0": True, "spacing": "trailing"}}
+    assert eval_options(ev) == "n=1000 sampler=ddim steps=50 seed=0"
+    ev["options"]["sampler"]["eta"] = 0.5
+    assert eval_options(ev) == "n=1000 sampler=ddim steps=50 seed=0 sampler.eta=0.5"
+    ev["sampler"], ev["steps"] = "ddpm", 1000  # all T steps: no steps= to write
+    ev["options"]["sampler"] = {"_target_": "catdiff.diffusion.DDPMSampler", "sigma": "beta"}
+    assert eval_options(ev) == "n=1000 sampler=ddpm seed=0 sampler.sigma=beta"

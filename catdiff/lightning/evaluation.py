@@ -18,11 +18,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
-from catdiff.evaluate import CONF
+from catdiff.config import conf_dir
+from catdiff.diffusion.generate import generate
 from catdiff.metrics.components import FIDKID
 from catdiff.metrics.nll import nll_bpd
 from catdiff.metrics.score import score
-from catdiff.sample import generate
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class PeriodicEvaluation(Callback):
             self.batch_size,
             pl_module.device,
         )
-        metrics_cfg = OmegaConf.load(CONF).metrics
+        metrics_cfg = OmegaConf.load(conf_dir() / "evaluate.yaml").metrics
         metrics_cfg.extractor_steps = self.extractor_steps
         fid_kid = FIDKID(metrics_cfg.fid_kid.kid_subsets, metrics_cfg.fid_kid.kid_subset_size)
         scores = score(

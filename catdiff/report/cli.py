@@ -2,7 +2,7 @@
 
 DIR: sweep folders (holding run folders) or run folders (holding config.yaml), in any mix;
 runs of several folders are pooled (e.g. a baseline's seeds as the control arm of another
-sweep). Options:
+sweep). Options (conf/report.yaml, parsed as every entry point's: catdiff.cli):
   name=NAME  the report's title and default folder (default: the runs' config ``name``)
   out=PATH   where REPORT.md and figures/ go (default: experiments/<name>); needed when the
              runs have different names and no name= is given
@@ -24,7 +24,6 @@ from catdiff.errors import UserError
 from catdiff.files import write_text
 from catdiff.report.runs import Arm, Run, duplicate_seeds, find_runs, group_arms
 
-OPTIONS = ("name", "out", "eval")
 FIGURES = {
     "curves": "loss_curves.png",
     "buckets": "val_loss_by_t.png",
@@ -33,28 +32,42 @@ FIGURES = {
 }
 
 
+def _options() -> list[str]:
+    """The report's options: the keys of conf/report.yaml."""
+    import yaml
+
+    from catdiff.config import conf_dir
+
+    return list(yaml.safe_load((conf_dir() / "report.yaml").read_text()))
+
+
 def parse_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Folders and ``key=value`` options (run folder names contain '=' too: an argument is
-    an option when its key is one of OPTIONS, a folder when it exists)."""
-    folders, options = [], {}
+    """Folders and options. Run folder names contain '=' too: an argument is an option when its
+    key is one of conf/report.yaml's, a folder when it exists; the options go through the
+    command-line parser of every entry point (catdiff.cli, Hydra overrides)."""
+    from catdiff.cli import compose_config
+
+    keys = _options()
+    folders, overrides = [], []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key in OPTIONS:
+        if sep and key in keys:
             if not value:
                 raise UserError(f"{key}= needs a value")
-            options[key] = value
+            overrides.append(arg)
         elif Path(arg).exists():
             folders.append(arg)
         elif sep and re.fullmatch(r"[A-Za-z_][\w.]*", key):
-            raise UserError(f"unknown option {key!r}: options are {', '.join(OPTIONS)}")
+            overrides.append(arg)  # an unknown option: the parser names it
         else:
             folders.append(arg)  # find_runs says it does not exist
+    cfg = compose_config("report", overrides)
     if not folders:
         raise UserError(
             "no folders given: python -m catdiff.report DIR [DIR ...] [name=NAME] [out=PATH] "
             "[eval=TAG]"
         )
-    return folders, options
+    return folders, {k: str(v) for k, v in cfg.items() if v is not None}
 
 
 def choose_tag(runs: list[Run], wanted: str | None, warn: list[str]) -> tuple[str | None, list]:

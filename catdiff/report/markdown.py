@@ -469,33 +469,48 @@ def train_command(src: Source) -> str:
 
 EVAL_MAIN = ("n", "sampler", "steps", "seed")
 EVAL_SKIP = ("ckpt", "device", "batch_size", "nll.batch_size")  # where, or speed only
+_NO_DEFAULT = object()
 
 
-def _eval_defaults() -> dict[str, Any]:
-    """conf/evaluate.yaml, flattened (empty when it cannot be read)."""
+def _eval_defaults(sampler: Any) -> dict[str, Any]:
+    """conf/evaluate.yaml flattened, with the defaults of ``sampler``'s config group as
+    ``sampler.<key>`` (empty when they cannot be read)."""
     import yaml
 
-    path = Path(__file__).resolve().parents[2] / "conf" / "evaluate.yaml"
+    conf = Path(__file__).resolve().parents[1] / "conf"  # catdiff/conf, installed or not
     try:
-        return flatten(yaml.safe_load(path.read_text()) or {})
+        defaults = yaml.safe_load((conf / "evaluate.yaml").read_text()) or {}
+        defaults.pop("defaults", None)
+        group = conf / "sampler" / f"{sampler}.yaml"
+        if isinstance(sampler, str) and group.is_file():
+            defaults["sampler"] = yaml.safe_load(group.read_text()) or {}
+        return flatten(defaults)
     except (OSError, yaml.YAMLError):
         return {}
 
 
 def eval_options(ev: dict[str, Any]) -> str:
     """The evaluate options of a result: n, sampler, steps, seed, and every other recorded
-    option (``options``) that differs from conf/evaluate.yaml."""
+    option (``options``) that differs from conf/evaluate.yaml and the sampler's own defaults.
+    Older results recorded the sampler's options flat (``eta``): they are written so, which
+    the command line reads as ``sampler.eta``."""
     recorded = flatten(ev["options"]) if isinstance(ev.get("options"), dict) else {}
+    group = _eval_defaults(ev.get("sampler"))
+    # a sampler without steps (ddpm: all T) takes no steps= on the command line
+    stepless = any(k.startswith("sampler.") for k in group) and "sampler.steps" not in group
     words = [
         f"{k}={format_value(recorded.get(k, ev.get(k)))}"
         for k in EVAL_MAIN
-        if k in recorded or k in ev
+        if (k in recorded or k in ev) and not (k == "steps" and stepless)
     ]
-    defaults = _eval_defaults() if recorded else {}
+    defaults = group if recorded else {}
     for key, value in recorded.items():
-        if key in EVAL_MAIN or key in EVAL_SKIP or key not in defaults:
+        if key in EVAL_MAIN or key in EVAL_SKIP or key in ("sampler._target_", "sampler.steps"):
             continue
-        if value != defaults[key]:
+        default = defaults.get(key, _NO_DEFAULT)
+        if default is _NO_DEFAULT and value is not None:  # null: the sampler's own default
+            default = defaults.get(f"sampler.{key}", _NO_DEFAULT)
+        if default is not _NO_DEFAULT and value != default:
             words.append(_q(f"{key}={format_value(value)}"))
     return " ".join(words)
 

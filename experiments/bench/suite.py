@@ -44,8 +44,8 @@ import torch
 from catdiff import allocator
 from catdiff.data import synthetic_cats
 from catdiff.errors import UserError
-from catdiff.lightning.precision import auto_channels_last
 from catdiff.models import UNet, count_parameters
+from catdiff.precision import auto_channels_last
 from catdiff.sample import with_precision
 from experiments.bench import data_pipeline, flops, peer, profile, train_speed, workloads
 from experiments.bench.own_process import OwnProcess

@@ -120,10 +120,11 @@ def _sample_with_ours(
 ) -> tuple[torch.Tensor, int, Any]:
     """n uint8 samples of ``net`` with catdiff's ``sampler``, fp32 on the CPU, like
     catdiff.evaluate: the comparison is about the recipes, not sampling precision."""
-    from catdiff.sample import generate, make_sampler
+    from catdiff.cli import build_sampler
+    from catdiff.sample import generate
 
-    options = {"sampler": sampler, "steps": steps, "eta": 0.0, "clip_x0": True, "spacing": spacing}
-    chosen = make_sampler(OmegaConf.create({**options, "sigma": "beta_tilde"}))
+    spaced = {"spacing": spacing} if spacing is not None else {}  # None: the sampler's own
+    chosen = build_sampler(sampler, steps=steps, clip_x0=True, **spaced)
     images, _, _ = generate(chosen, net, diffusion, n, shape, seed, 500, torch.device("cpu"))
     return images, chosen.nfe(diffusion), chosen
 
