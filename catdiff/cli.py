@@ -49,6 +49,7 @@ from omegaconf.errors import (
 from catdiff.allocator import keep_freed_memory
 from catdiff.config import check_value_types, conf_dir
 from catdiff.errors import TrainingDiverged, UserError
+from catdiff.validate import check_values
 
 _FULL_TRACE = False  # HYDRA_FULL_ERROR=1 was set by the user (run_hydra sets it for itself)
 
@@ -218,6 +219,7 @@ def compose_config(name: str, argv: list[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as e:
         raise UserError(describe(e)) from None
     check_value_types(cfg, reference, values)
+    check_values(cfg, where=f"conf/{name}.yaml")  # the ranges and choices every entry point shares
     return cfg
 
 

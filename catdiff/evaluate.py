@@ -28,11 +28,13 @@ from catdiff.cli import run_main, sampler_name
 from catdiff.config import build, conf_dir
 from catdiff.diffusion.generate import generate, pick_device
 from catdiff.errors import UserError
+from catdiff.files import save_torch, writable_folder, write_text
 from catdiff.images import grid, save_png, zoom
 from catdiff.machine import machine
 from catdiff.metrics.metric import Metric
 from catdiff.metrics.nll import nll_bpd
 from catdiff.metrics.score import ExtractorOptions, score, summary
+from catdiff.validate import check_steps_against_T
 
 CONF = conf_dir() / "evaluate.yaml"
 EVAL_FORMAT = 1
@@ -110,6 +112,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     ckpt = load_checkpoint(cfg.ckpt)
     model, diffusion, shape = load_model(ckpt, cfg.weights)
+    check_steps_against_T(cfg, diffusion.T)
     run_cfg = ckpt["catdiff"]["config"]
     data_cfg = dict(run_cfg["data"])
     sampler = build(cfg.sampler, "sampler")
@@ -120,6 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.ckpt).resolve().parents[1]
     spacing = getattr(sampler, "spacing", None)
     out = Path(cfg.out) if cfg.out else run_dir / "eval" / tag(cfg, name, nfe, spacing)
+    writable_folder(out, "out")  # before the sampling and scoring, not after them
     cache_dir = Path(
         cfg.metrics.extractor_cache or Path(data_cfg.get("data_dir") or "data") / "extractors"
     )
@@ -131,7 +135,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     save_png(grid(samples[: cfg.grid_n]), out / "grid.png")
     save_png(zoom(grid(samples[:16], nrow=4), 8), out / "zoom.png")
-    torch.save(samples, out / "samples.pt")
+    save_torch(samples, out / "samples.pt")
     wall = {"load": round(t0 - start, 2), "sampling": round(sampling_s, 2)}
 
     result: dict[str, Any] = {
@@ -175,7 +179,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result["wall_time_s"] = wall
     result["machine"] = machine()
     result["options"] = OmegaConf.to_container(cfg)
-    (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out / "metrics.json", json.dumps(result, indent=1) + "\n")
     print(summary_line(result, out))
     return result
 

@@ -93,6 +93,23 @@ def atomic_open(path: str | Path, mode: str = "wb", durable: bool = True) -> Ite
                 os.unlink(tmp)
 
 
+def writable_folder(folder: str | Path, key: str) -> Path:
+    """``folder`` created if needed and proven writable (a probe file), before minutes of work
+    go into what will be written there; a file in its place or a refused folder is one line
+    naming ``key``."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key}={path} is a file, not a folder: choose another {key}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{key}: {describe_write_error(path, e)}") from None
+    return path
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as f:

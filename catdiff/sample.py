@@ -25,7 +25,9 @@ from catdiff.diffusion.generate import (
     with_precision,
 )
 from catdiff.errors import UserError
+from catdiff.files import writable_folder
 from catdiff.images import grid, save_png, to_uint8, trajectory_grid, zoom
+from catdiff.validate import check_steps_against_T
 
 __all__ = [
     "generate",
@@ -49,6 +51,7 @@ def run(cfg: DictConfig) -> Path:
         raise UserError("n and batch_size must be at least 1")
     ckpt = load_checkpoint(cfg.ckpt)
     model, diffusion, shape = load_model(ckpt, cfg.weights)
+    check_steps_against_T(cfg, diffusion.T)
     sampler = build(cfg.sampler, "sampler")
     device = pick_device(cfg.device)
     model, diffusion = model.to(device), diffusion.to(device)
@@ -59,6 +62,7 @@ def run(cfg: DictConfig) -> Path:
         if cfg.out
         else Path(cfg.ckpt).resolve().parents[1] / "samples" / f"{label}-seed{cfg.seed}"
     )
+    writable_folder(out, "out")  # before the sampling, not after it
     record = trajectory_timesteps(sampler.timesteps(diffusion))
 
     images, trajectory, seconds = generate(
@@ -76,6 +80,9 @@ def run(cfg: DictConfig) -> Path:
     )
     for j, image in enumerate(images):
         save_png(grid(image[None], pad=0), out / "images" / f"{j:04d}.png")
+    for stale in (out / "images").glob("*.png"):  # an earlier, larger run into the same out=
+        if stale.stem.isdigit() and int(stale.stem) >= len(images):
+            stale.unlink()
     nfe = sampler.nfe(diffusion)
     print(
         f"{cfg.n} samples ({label}, {nfe} network evaluations each, {precision}) in "

@@ -46,7 +46,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "catdiff.config": (),
         "catdiff.runtime": (),
         "catdiff.validate": (),  # the rules every entry point checks its config against
-        "catdiff.cli": ("catdiff.config",),
+        "catdiff.cli": ("catdiff.config", "catdiff.validate"),
         "catdiff.checkpoints": ("catdiff.config",),
         "catdiff.lightning": ("catdiff.config", "catdiff.checkpoints"),
         "catdiff.resume": ("catdiff.lightning",),
