@@ -236,3 +236,34 @@ def test_random_bytes_as_an_image_are_skipped_and_counted(tmp_path_factory, blob
     assert report.files_seen == 3 and report.decoded + report.unreadable == 3
     assert loaded.images.shape[0] >= 2
     buffer.write(str(report).encode("utf-8"))  # the report line prints
+
+
+# The command line itself, as a user types it: a random value at a random key of the table.
+CLI_VALUE = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.sampled_from(["nan", "inf", "-inf", "1e300", "-0.5", "null", "true", "[]", "[0,-1]", "''"]),
+    st.text(alphabet="abcxyz01_-./ ", min_size=1, max_size=8),
+)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from([k for k in KEYS if k != "name"]), value=CLI_VALUE)
+def test_the_cli_on_random_values_exits_0_or_2_with_one_line(tmp_path_factory, key, value):
+    out = tmp_path_factory.mktemp("cli")
+    env = {**os.environ, "CATDIFF_OUTPUTS": str(out), "OMP_NUM_THREADS": "1"}
+    args = [*FAST, "trainer.max_steps=2", "trainer.val_check_interval=1", f"{key}={value}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "catdiff.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,  # a hang fails the test
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if proc.returncode == 0:
+        assert "run folder:" in proc.stdout
+        assert list(out.rglob("last.ckpt"))  # it trained and kept its work
+    else:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
