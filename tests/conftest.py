@@ -45,3 +45,15 @@ def catfaces_root() -> Path:
     if not root.is_dir():
         pytest.skip("../shared/data/catfaces64 is not present on this machine")
     return root
+
+
+# Property-based tests explore new examples on every local run; CI replays a fixed sequence
+# (derandomize), so a red CI means a change broke something, not that the dice rolled anew.
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:  # pragma: no cover - hypothesis is a dev extra
+    pass
