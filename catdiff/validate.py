@@ -133,7 +133,7 @@ def rules() -> tuple[Rule, ...]:
     c = _choices()
     return (
         Rule("seed", integer(0, 2**32 - 1), "an integer from 0 to 4294967295"),
-        Rule("name", _text, "a non-empty folder name"),
+        Rule("name", optional(_text), "a non-empty folder name"),
         Rule("resume_check", lambda v: isinstance(v, bool), "true or false"),
         # data
         Rule("data.image_size", integer(4, 512), "an integer from 4 to 512 (the seed: 28)"),
