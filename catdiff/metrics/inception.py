@@ -54,7 +54,6 @@ class InceptionExtractor(FeatureExtractor):
 
 
 def _check_weights_file(path: Path, shown: str) -> None:
-    """UserError unless ``path`` is a readable file holding a dict of tensors."""
     if not path.exists():
         raise UserError(f"{WEIGHTS_KEY}={shown} does not exist")
     if not path.is_file():
@@ -70,12 +69,7 @@ def _check_weights_file(path: Path, shown: str) -> None:
 
 
 def inception_extractor(weights_path: str | Path | None = None) -> InceptionExtractor:
-    """torch-fidelity's InceptionV3 (pool3, 2048-d), from ``weights_path`` or downloaded once.
-
-    Raises:
-        UserError: naming ``metrics.inception_weights`` for a missing, unreadable or
-            wrong-architecture file, or when the download fails (no network).
-    """
+    """torch-fidelity's InceptionV3 (pool3, 2048-d), from ``weights_path`` or downloaded once."""
     if weights_path is None or str(weights_path) == "":
         try:
             model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
