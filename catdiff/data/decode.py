@@ -28,14 +28,8 @@ from catdiff.data.dedupe import unique_indices
 from catdiff.data.files import list_images
 from catdiff.errors import UserError
 
-RESAMPLE_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "box": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-    "hamming": Image.Resampling.HAMMING,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+_FILTER_NAMES = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+RESAMPLE_FILTERS = {name: Image.Resampling[name.upper()] for name in _FILTER_NAMES}
 
 # ``data.crop``: "center" cuts the largest centred square (aspect kept), "none" squeezes the
 # whole image into the square (aspect lost, nothing cut).
@@ -242,8 +236,7 @@ def _read(path: str | Path) -> tuple[bytes | None, bytes]:
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)")
         os.set_blocking(fd, True)
-        size = info.st_size
-        if size <= _READ_WHOLE_LIMIT:
+        if info.st_size <= _READ_WHOLE_LIMIT:
             data = f.read()
             return data, hashlib.sha1(data).digest()
         h = hashlib.sha1()
@@ -279,13 +272,12 @@ def decode_files(
         for i, path in enumerate(tqdm(paths, desc="decode", unit="img", disable=not progress)):
             try:
                 data, digest = _read(path)
+                reason = "empty file" if data == b"" else None
             except OSError as error:  # vanished, symlink loop, a folder, permissions
+                reason = unreadable_reason(error)
+            if reason is not None:
                 row.append(-1)
-                reasons[i] = unreadable_reason(error)
-                continue
-            if data == b"":
-                row.append(-1)
-                reasons[i] = "empty file"
+                reasons[i] = reason
                 continue
             if digest in by_digest:  # a byte-identical copy: same pixels, same fate
                 row.append(by_digest[digest])
@@ -341,6 +333,18 @@ class LoadedImages:
     keys: list[str]
     report: LoadReport
     fixed_test: torch.Tensor | None = None
+
+
+def all_decoded(images: torch.Tensor, test_count: int | None = None, **report: str) -> LoadedImages:
+    """Images that all decoded (a source without files), exact duplicates dropped; the first
+    ``test_count`` are the source's own test split."""
+    keep, keys = unique_indices(images)
+    n = len(images)
+    counts = LoadReport(n, n, n - len(keep), 0, **report)
+    fixed_test = None
+    if test_count is not None:
+        fixed_test = torch.tensor([i < test_count for i in keep], dtype=torch.bool)
+    return LoadedImages(images[keep].contiguous(), keys, counts, fixed_test)
 
 
 def _short(path: Path, root: Path | None) -> str:

@@ -24,8 +24,8 @@ import torch
 from catdiff.data import cache
 from catdiff.data.catfaces import resolve_catfaces_root
 from catdiff.data.cifar import load_torchvision_cats, resolve_cifar_root, torchvision_files
-from catdiff.data.decode import LoadedImages, LoadReport, _check_options, load_files
-from catdiff.data.dedupe import split_by_hash, unique_indices
+from catdiff.data.decode import LoadedImages, _check_options, all_decoded, load_files
+from catdiff.data.dedupe import split_by_hash
 from catdiff.data.files import _as_patterns, file_stats, list_relative
 from catdiff.data.synthetic import synthetic_cats
 from catdiff.errors import UserError
@@ -84,17 +84,7 @@ def _synthetic(n: int, image_size: int, channels: int, seed: int) -> LoadedImage
     images = synthetic_cats(n, image_size, seed=seed)
     if channels == 3:
         images = images.expand(-1, 3, -1, -1)
-    keep, keys = unique_indices(images)
-    images = images[keep].contiguous()
-    report = LoadReport(
-        files_seen=n,
-        decoded=n,
-        duplicates_dropped=n - len(keep),
-        unreadable=0,
-        label="data=synthetic",
-        noun="procedural sketches",
-    )
-    return LoadedImages(images, keys, report)
+    return all_decoded(images, label="data=synthetic", noun="procedural sketches")
 
 
 def load_source(

@@ -1,10 +1,8 @@
 """FID and KID through torchmetrics, on features from any :class:`FeatureExtractor`.
 
-Images are uint8 (N, C, H, W) 0..255 or float (N, C, H, W) in [-1, 1]; floats are rounded to
-8 bits once (:func:`~catdiff.metrics.extractor.as_uint8`), so generated images are scored
-exactly as if saved to PNG. Features are extracted in batches under ``torch.inference_mode``
-and handed to torchmetrics' ``FrechetInceptionDistance`` / ``KernelInceptionDistance``
-through a pass-through module, in float64.
+Images are uint8 0..255 or float in [-1, 1], (N, C, H, W); floats are rounded to 8 bits once
+(:func:`~catdiff.metrics.extractor.as_uint8`), so generated images are scored exactly as if
+saved to PNG. The float64 features reach torchmetrics through a pass-through module.
 
 Reuse the real set across many calls (e.g. 15 models against one training split)::
 

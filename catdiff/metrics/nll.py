@@ -129,7 +129,7 @@ def _work_dtype(device: torch.device) -> torch.dtype:
 
 def p_log_variance(diffusion: GaussianDiffusion, t: torch.Tensor, sigma: str) -> torch.Tensor:
     """log sigma_t^2 of p(x_{t-1} | x_t) for each t (B,): see the module docstring."""
-    _check_sigma(sigma)
+    check_choice("nll.sigma", sigma, NLL_SIGMAS)
     if sigma == "beta_tilde":
         table = diffusion.posterior_log_variance_clipped
     else:  # "fixedlarge": beta_t, beta_0 -> beta_tilde_1 (the floor of the clipped log above)
@@ -201,17 +201,13 @@ def vb_terms(
     return vb_terms_from_output(diffusion, model(x_t, t), x0, x_t, t, sigma)
 
 
-def _check_sigma(sigma: str) -> None:
-    check_choice("nll.sigma", sigma, NLL_SIGMAS)
-
-
 def _check_args(model: Model, images, mode: str, k, batch_size, sigma: str) -> torch.Tensor:
     check_choice("nll.mode", mode, MODES)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"nll.timesteps={k!r} must be a positive integer (e.g. 32)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"nll.batch_size={batch_size!r} must be a positive integer (e.g. 256)")
-    _check_sigma(sigma)
+    check_choice("nll.sigma", sigma, NLL_SIGMAS)
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:

@@ -14,10 +14,9 @@ Fully offline, trained once per training set and reused from a cache. Method
 * **Loss**: NT-Xent (normalised temperature-scaled cross entropy) over the 2B views of a
   batch; AdamW with a linear warm-up and a cosine decay over a fixed number of steps.
 
-Deterministic given the seed and the thread count. The cache key is SHA-256 over the method,
-its hyperparameters (seed included), the image tensor's shape and its bytes; the file is
-``<cache_dir>/catdiff-extractor-<key[:16]>.pt``, written atomically, and holds the encoder's
-state dict, the hyperparameters and the SHA-256 of the weights (the extractor's identity).
+Deterministic given the seed and the thread count. Cached under a key over the method, its
+hyperparameters and the images (:func:`cache_key`), with the SHA-256 of the weights (the
+extractor's identity).
 """
 
 from __future__ import annotations

@@ -45,12 +45,9 @@ def _colors(n: int) -> list:
 
 
 def _save(fig, path: Path) -> None:
-    write_with(  # whole or not at all, like every file a report writes
-        path,
-        lambda f: fig.savefig(
-            f, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None}
-        ),
-    )
+    """Whole or not at all, like every file a report writes."""
+    options = {"format": "png", "dpi": DPI, "bbox_inches": "tight", "metadata": {"Software": None}}
+    write_with(path, lambda f: fig.savefig(f, **options))
     _plt().close(fig)
 
 

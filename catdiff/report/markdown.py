@@ -251,11 +251,7 @@ def _eval_settings(rep: Report) -> str:
         values = sorted({str(ev.get(key)) for ev in evs if ev.get(key) is not None})
         if values:
             parts.append(f"{key}={'/'.join(values)}")
-    refs = {
-        f"{(ev.get('reference') or {}).get('split')} split, n={(ev.get('reference') or {}).get('n')}"
-        for ev in evs
-        if ev.get("reference")
-    }
+    refs = {f"{r.get('split')} split, n={r.get('n')}" for ev in evs if (r := ev.get("reference"))}
     if refs:
         parts.append("reference: " + "; ".join(sorted(refs)))
     return ", ".join(parts) or "settings not recorded"

@@ -1,16 +1,13 @@
 """Seed statistics and the verdict rule: is a difference between two arms larger than the
 seed-to-seed spread?
 
-Rule (stated in every report): each arm is compared with the reference arm (the first one)
-on the per-seed values of a metric, by
-  * a two-sided Welch t-test (unequal variances): its p-value, and
-  * the effect size |diff| / s_pooled, with s_pooled = sqrt((s_a^2 + s_b^2) / 2) and s the
-    sample standard deviation over seeds.
-A difference is called *larger than the seed-to-seed spread* when p < 0.05. Otherwise it is
-*not distinguishable from seed noise at n seeds*; when the effect size is still >= 2 the
-verdict adds that more seeds could tell. There is no correction for multiple comparisons.
-The p-value comes from scipy when it is installed, else from the same formula computed here
-(the regularized incomplete beta function); both agree to ~1e-10.
+Rule (stated in every report): each arm is compared with the first on the per-seed values of
+a metric by a two-sided Welch t-test (unequal variances) and the effect size |diff| /
+s_pooled, s_pooled = sqrt((s_a^2 + s_b^2) / 2) over the sample standard deviations. p < 0.05
+is *larger than the seed-to-seed spread*, else *not distinguishable from seed noise at n
+seeds* (with a hint that more seeds could tell when the effect size is still >= 2); no
+correction for multiple comparisons. The p-value comes from scipy when installed, else from
+the regularized incomplete beta function computed here (both agree to ~1e-10).
 """
 
 from __future__ import annotations

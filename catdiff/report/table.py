@@ -17,24 +17,12 @@ from typing import Any
 
 from catdiff.report.runs import Run
 
-# Config keys that change what a training loss measures: if arms differ in one, their loss
-# values are on different scales (not a quality comparison).
-LOSS_TARGET_KEYS = (
-    "diffusion.loss",
-    "diffusion.huber_delta",
-    "diffusion.objective",
-    "diffusion.schedule",
-    "diffusion.T",
-    "diffusion.beta_start",
-    "diffusion.beta_end",
-    "data.edges",
-    "data.edge_blur",
-    "data.channels",
-    "data.image_size",
-    "data.source",
-)
-# ... and those that change what bits/dim are measured on.
+# Config keys that change what bits/dim are measured on ...
 DATA_KEYS = ("data.edges", "data.edge_blur", "data.channels", "data.image_size", "data.source")
+# ... and what a training loss measures: if arms differ in one, their loss values are on
+# different scales (not a quality comparison).
+_DIFFUSION_LEAVES = ("loss", "huber_delta", "objective", "schedule", "T", "beta_start", "beta_end")
+LOSS_TARGET_KEYS = tuple(f"diffusion.{k}" for k in _DIFFUSION_LEAVES) + DATA_KEYS
 
 
 @dataclass
