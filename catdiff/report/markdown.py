@@ -44,19 +44,14 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def _q(text: str) -> str:
-    return shlex.quote(text)
-
-
-def _pipe(text: Any) -> str:
-    return str(text).replace("|", "\\|")
+_q = shlex.quote
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(_pipe(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(_pipe(c) for c in row) + " |" for row in rows]
-    return lines
+    def line(cells: list[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]
 
 
 def _seconds(s: float | None) -> str:
