@@ -1,11 +1,8 @@
 """Image sources, decoding, de-duplication, splits and Sobel edges. Pure torch + Pillow.
 
-The fast path: ``load_source`` (list -> decode once through the on-disk cache -> drop exact
-duplicates, with a one-line :class:`LoadReport`) -> ``split_loaded`` (by content hash, or the
-source's own test set) -> optional ``apply_edges``. The pieces are public too:
-``list_images``, ``decode_images``, ``drop_duplicates``, ``split_by_hash``, ``load_folder``
-(no cache), ``synthetic_cats`` (an offline stand-in), ``resolve_catfaces_root`` and
-``resolve_cifar_root`` (find, or download once, the Kaggle cat faces and CIFAR-10).
+``load_source`` (list -> decode once through the on-disk cache -> drop exact duplicates, with
+a one-line :class:`LoadReport`) -> ``split_loaded`` (by content hash, or the source's own
+test set) -> optional ``apply_edges``; the pieces below are public too.
 """
 
 from catdiff.data.catfaces import KAGGLE_HANDLE, resolve_catfaces_root

@@ -6,8 +6,7 @@ Tiny images make per-sample Python (``Dataset.__getitem__`` + collate) the bottl
 permutation (the same on every rank), so no sampler injection is needed.
 
 :class:`TensorBatches` is resumable: ``state_dict()`` holds the epoch and how many batches of
-it were handed out, and Lightning stores it in checkpoints (it saves the state of any train
-iterable that has ``state_dict``/``load_state_dict``), so a resumed run sees exactly the
+it were handed out, which Lightning stores in checkpoints, so a resumed run sees exactly the
 batches an uninterrupted run would have seen next.
 """
 
@@ -46,11 +45,8 @@ class TensorBatches(IterableDataset):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.images = images
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
         self.epoch = 0
         self.position = 0  # batches of `epoch` handed out so far
         self._start = 0  # where the next iteration begins (set by load_state_dict)

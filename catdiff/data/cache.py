@@ -1,9 +1,8 @@
 """Decode once: the distinct decoded images of a source, cached on disk (``data.cache_dir``).
 
-A cache file holds what decoding and de-duplicating produced (uint8 images, their content
-keys, the source's own test mask, the load report's counts), so a warm start skips reading,
-decoding and hashing entirely: it lists and stats the files, compares a key, and loads one
-tensor file.
+A cache file holds what decoding and de-duplicating produced (images, content keys, the
+source's own test mask, the load report's counts): a warm start only lists and stats the
+files, compares a key, and loads one tensor file.
 
 * **Key**: SHA-256 over a format version, every decoding parameter (image_size, channels,
   resample, crop, source, include, ...) and, per input file, its path relative to the root,
@@ -12,15 +11,12 @@ tensor file.
 * **Slot**: one file per (source, absolute root, parameters):
   ``<cache_dir>/<source>-<16 hex>.pt``, so switching between, say, 28 and 64 px keeps both,
   while a changed file list overwrites its slot instead of piling up files.
-* **Atomic**: written with ``torch.save`` to a temporary file in the same folder, flushed,
-  fsynced and renamed over the slot with ``os.replace``; a run killed mid-write leaves at
-  most a ``.*.tmp`` file, which is never read (and is removed after an hour).
+* **Atomic** (:func:`catdiff.files.save_torch`): a run killed mid-write leaves at most a
+  ``.*.tmp`` file, never read and removed after an hour.
 * **Checked on load**: format, key, shapes, dtypes and a CRC-32 of the pixels must match;
-  anything else (a truncated or corrupt file, another version) is ignored with a warning
-  and rebuilt. Loading uses ``torch.load(weights_only=True)``: no code runs from the file.
+  anything else is ignored with a warning and rebuilt. Loaded with ``weights_only=True``.
 
-Edges (``data.edges``) are not cached: they are one batched convolution over the decoded
-images (milliseconds), computed after the split.
+Edges (``data.edges``) are not cached: one batched convolution, computed after the split.
 """
 
 from __future__ import annotations
@@ -121,8 +117,7 @@ def _from_payload(payload: object, key: str) -> LoadedImages | None | str:
 
 
 def load(path: str | Path, key: str) -> LoadedImages | None:
-    """The cached images at ``path`` if it holds ``key``; ``None`` if absent, stale or corrupt
-    (corrupt ones are reported with a warning)."""
+    """The cached images at ``path`` if it holds ``key``; ``None`` if absent, stale or corrupt."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -151,8 +146,8 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def save(path: str | Path, key: str, loaded: LoadedImages) -> bool:
-    """Write atomically (:func:`catdiff.files.save_torch`); ``False`` with a warning when the
-    folder is not writable or the disk is full (training goes on without a cache)."""
+    """Write atomically; ``False`` with a warning when the folder is not writable or the disk
+    is full (training goes on without a cache)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,11 +171,8 @@ def cached(
     key: str,
     build: Callable[[], LoadedImages],
 ) -> LoadedImages:
-    """``build()``'s result, from the cache when it holds ``key``, else built and stored.
-
-    Sets ``report.cache`` to ``loaded <path>``, ``built <path>``, ``built (not written)`` or
-    ``off`` (``cache_dir`` is None or empty).
-    """
+    """``build()``'s result, from the cache when it holds ``key``, else built and stored;
+    ``report.cache`` says which (or ``off`` when ``cache_dir`` is None or empty)."""
     if cache_dir is None or str(cache_dir) == "":
         loaded = build()
         loaded.report.cache = "off"

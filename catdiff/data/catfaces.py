@@ -46,7 +46,7 @@ def _image_folder(folder: Path) -> Path:
     """Descend through wrapper folders (no images, one sub-folder), e.g. ``<download>/cats``."""
     while True:
         subfolders = []
-        with os.scandir(folder) as entries:  # stops at the first image: cheap on 13,544 files
+        with os.scandir(folder) as entries:  # stops at the first image: cheap on big folders
             for entry in entries:
                 if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
                     return folder
@@ -78,18 +78,12 @@ def _download() -> Path:
 def resolve_catfaces_root(root: str | Path | None, data_dir: str | Path) -> Path:
     """The folder holding the cat face images, downloading them on first use.
 
-    Looks, in order, at:
-        1. ``root`` (``data.root``), when given; it must exist.
-        2. the environment variable ``CATDIFF_DATA_ROOT``, when set; it must exist.
-        3. ``data_dir/catfaces64`` (a copy placed there by hand), when it holds files.
-        4. ``data_dir/catfaces64.path``, the folder recorded by an earlier download.
-        5. a fresh ``kagglehub.dataset_download`` (network needed, checked first in a few
-           seconds), whose folder is then recorded in ``data_dir/catfaces64.path``.
+    Looks, in order, at ``root`` (``data.root``) and ``$CATDIFF_DATA_ROOT`` (each must exist
+    when given), ``data_dir/catfaces64`` (a copy placed by hand), the folder recorded in
+    ``data_dir/catfaces64.path`` by an earlier download, and else downloads with kagglehub
+    (network checked first) and records the folder there.
 
     Wrapper folders are descended into, so the download's ``.../cats`` is returned.
-
-    Raises:
-        UserError: naming ``data.root`` for a missing folder or when there is no network.
     """
     if root is not None and str(root) != "":
         folder = Path(root).expanduser()

@@ -9,8 +9,8 @@ training and 1,000 test cats, 32x32 RGB. Two ways in:
   ``torchvision.datasets.CIFAR10`` and downloaded once with it when nothing local is found.
 
 Looked for, in order: ``data.root`` (either layout), ``<data_dir>/cifar10_cat`` (folder
-layout), ``<data_dir>/cifar10/cifar-10-batches-py``, then a download into ``<data_dir>/cifar10``
-(network checked first, in a few seconds; no network stops with one line naming data.root).
+layout), ``<data_dir>/cifar10/cifar-10-batches-py``, then a download into
+``<data_dir>/cifar10`` (network checked first).
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from catdiff.data.catfaces import _first_line, _has_network
 from catdiff.data.decode import (
     RESAMPLE_FILTERS,
     LoadedImages,
-    LoadReport,
     _check_options,
+    all_decoded,
     prepare_image,
 )
-from catdiff.data.dedupe import unique_indices
 from catdiff.errors import UserError
 
 CAT_LABEL = 3
@@ -73,12 +72,7 @@ def _download(root: Path) -> None:
 
 
 def resolve_cifar_root(root: str | Path | None, data_dir: str | Path) -> tuple[str, Path]:
-    """``("folder", path)`` or ``("torchvision", root holding cifar-10-batches-py)``.
-
-    Raises:
-        UserError: naming ``data.root`` for a missing or unrecognised folder, or when
-            there is nothing local and no network.
-    """
+    """``("folder", path)`` or ``("torchvision", root holding cifar-10-batches-py)``."""
     if root is not None and str(root) != "":
         folder = Path(root).expanduser()
         if not folder.is_dir():
@@ -139,16 +133,5 @@ def load_torchvision_cats(
     for i, rgb in enumerate(arrays):
         pixels = prepare_image(Image.fromarray(rgb), image_size, mode, filt, crop)
         out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    images = torch.from_numpy(out)
-    keep, keys = unique_indices(images)
-    report = LoadReport(
-        files_seen=len(arrays),
-        decoded=len(arrays),
-        duplicates_dropped=len(arrays) - len(keep),
-        unreadable=0,
-        root=str(root),
-        label=f"data=cifar10_cat ({root / TORCHVISION_FOLDER})",
-        noun="images",
-    )
-    fixed_test = torch.tensor([i < len(test) for i in keep], dtype=torch.bool)
-    return LoadedImages(images[keep].contiguous(), keys, report, fixed_test)
+    label = f"data=cifar10_cat ({root / TORCHVISION_FOLDER})"
+    return all_decoded(torch.from_numpy(out), len(test), root=str(root), label=label, noun="images")

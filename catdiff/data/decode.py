@@ -2,8 +2,7 @@
 
 Tiny images make per-sample decoding in DataLoader workers the bottleneck; decoding the
 whole folder once into memory removes it. Each file is read once and hashed: a byte-identical
-copy of a file already seen is not decoded again (5,544 of the 13,544 Kaggle cat faces), and
-anything that is not a readable image (empty, truncated, text, a decompression bomb, a file
+copy of a file already seen is not decoded again, and anything that is not a readable image (empty, truncated, text, a decompression bomb, a file
 that vanished or a symlink that loops) is skipped and counted, never raised.
 """
 
@@ -29,14 +28,8 @@ from catdiff.data.dedupe import unique_indices
 from catdiff.data.files import list_images
 from catdiff.errors import UserError
 
-RESAMPLE_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "box": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-    "hamming": Image.Resampling.HAMMING,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+_FILTER_NAMES = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+RESAMPLE_FILTERS = {name: Image.Resampling[name.upper()] for name in _FILTER_NAMES}
 
 # ``data.crop``: "center" cuts the largest centred square (aspect kept), "none" squeezes the
 # whole image into the square (aspect lost, nothing cut).
@@ -66,8 +59,7 @@ class LoadReport:
     """What a source found, printed as one line at startup (``str(report)``).
 
     ``files_seen`` = ``decoded`` + ``unreadable``; ``distinct`` = ``decoded`` -
-    ``duplicates_dropped`` (exact duplicates: the same bytes or the same decoded pixels).
-    ``train``/``val``/``test`` are filled in once the images are split.
+    ``duplicates_dropped``; ``train``/``val``/``test`` are filled in by the split.
     """
 
     files_seen: int
@@ -104,16 +96,11 @@ class LoadReport:
 
     def counts(self) -> dict:
         """The plain fields (ints, strings, lists): what the decode cache stores."""
-        return {
-            "files_seen": self.files_seen,
-            "decoded": self.decoded,
-            "duplicates_dropped": self.duplicates_dropped,
-            "unreadable": self.unreadable,
-            "unreadable_examples": list(self.unreadable_examples),
-            "root": self.root,
-            "label": self.label,
-            "noun": self.noun,
-        }
+        keys = ("files_seen", "decoded", "duplicates_dropped", "unreadable")
+        keys += ("unreadable_examples", "root", "label", "noun")
+        out = {k: getattr(self, k) for k in keys}
+        out["unreadable_examples"] = list(self.unreadable_examples)
+        return out
 
 
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
@@ -148,11 +135,9 @@ def prepare_image(
     resample: Image.Resampling,
     crop: str = "center",
 ) -> np.ndarray:
-    """An open Pillow image -> uint8 array (H, W) for "L" or (H, W, 3) for "RGB".
-
-    EXIF-rotated, converted by :func:`_to_mode`, then the centred square (``crop="center"``)
-    or the whole image (``crop="none"``) is resized to ``image_size`` in one Pillow call.
-    """
+    """An open Pillow image -> uint8 (H, W) ("L") or (H, W, 3) ("RGB"): EXIF-rotated,
+    converted by :func:`_to_mode`, then the centred square (``crop="center"``) or the whole
+    image (``"none"``) resized to ``image_size`` in one Pillow call."""
     ImageOps.exif_transpose(img, in_place=True)
     img = _to_mode(img, mode)
     w, h = img.size
@@ -227,11 +212,8 @@ def _check_options(image_size: int, channels: int, resample: str, crop: str = "c
 
 @dataclass
 class DecodedFiles:
-    """:func:`decode_files`' result: one image per distinct readable byte string.
-
-    ``row[i]`` is the row of ``images`` holding file ``i``, or -1 if it was unreadable;
-    ``reasons`` maps each unreadable file's index to a few words.
-    """
+    """One image per distinct readable byte string; ``row[i]`` is the row of ``images``
+    holding file ``i`` (-1: unreadable, and ``reasons[i]`` says why)."""
 
     images: torch.Tensor
     row: list[int]
@@ -246,8 +228,7 @@ def _read(path: str | Path) -> tuple[bytes | None, bytes]:
     """(file bytes or None if too large to hold, SHA-1 digest of the bytes).
 
     Opened non-blocking and checked to be a regular file before any read: a FIFO named
-    ``x.png`` would otherwise block the run forever waiting for a writer, and a device
-    (``/dev/zero`` linked as an image) would never end.
+    ``x.png`` would block forever, a device (``/dev/zero`` linked as an image) never end.
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
@@ -255,8 +236,7 @@ def _read(path: str | Path) -> tuple[bytes | None, bytes]:
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)")
         os.set_blocking(fd, True)
-        size = info.st_size
-        if size <= _READ_WHOLE_LIMIT:
+        if info.st_size <= _READ_WHOLE_LIMIT:
             data = f.read()
             return data, hashlib.sha1(data).digest()
         h = hashlib.sha1()
@@ -292,27 +272,21 @@ def decode_files(
         for i, path in enumerate(tqdm(paths, desc="decode", unit="img", disable=not progress)):
             try:
                 data, digest = _read(path)
+                reason = "empty file" if data == b"" else None
             except OSError as error:  # vanished, symlink loop, a folder, permissions
+                reason = unreadable_reason(error)
+            if reason is not None:
                 row.append(-1)
-                reasons[i] = unreadable_reason(error)
-                continue
-            if data == b"":
-                row.append(-1)
-                reasons[i] = "empty file"
+                reasons[i] = reason
                 continue
             if digest in by_digest:  # a byte-identical copy: same pixels, same fate
                 row.append(by_digest[digest])
                 if digest in bad_reason:
                     reasons[i] = bad_reason[digest]
                 continue
+            source = io.BytesIO(data) if data is not None else path
             try:
-                pixels = _decode_one(
-                    io.BytesIO(data) if data is not None else path,
-                    image_size,
-                    mode,
-                    resample_filter,
-                    crop,
-                )
+                pixels = _decode_one(source, image_size, mode, resample_filter, crop)
             except UNREADABLE_ERRORS as error:
                 by_digest[digest] = -1
                 bad_reason[digest] = reasons[i] = unreadable_reason(error)
@@ -334,25 +308,12 @@ def decode_images(
     progress: bool = False,
     crop: str = "center",
 ) -> tuple[torch.Tensor, list[int]]:
-    """Decode image files into one uint8 tensor, skipping (not crashing on) unreadable ones.
+    """Decode image files (:func:`prepare_image`) into one uint8 tensor, skipping (not
+    crashing on) unreadable ones; byte-identical files are decoded once, images above
+    ``PIL.Image.MAX_IMAGE_PIXELS`` refused as decompression bombs.
 
-    Each file is opened with Pillow, EXIF-rotated, converted to grey ("L", channels=1) or
-    "RGB" (channels=3) by :func:`_to_mode` (palette + transparency, CMYK, 16-bit handled),
-    centre-cropped to a square (``crop="center"``; ``"none"`` squeezes the whole image) and
-    resized to ``image_size`` with the ``resample`` filter. Byte-identical files are decoded
-    once. Images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression bombs.
-
-    Args:
-        paths: image files, e.g. from :func:`catdiff.data.files.list_images`.
-        image_size: output side length in pixels (``data.image_size``).
-        channels: 1 for grey, 3 for RGB (``data.channels``).
-        resample: Pillow filter name: nearest, box, bilinear, hamming, bicubic, lanczos.
-        progress: show a tqdm progress bar.
-        crop: ``data.crop``, one of :data:`CROP_MODES`.
-
-    Returns:
-        ``(images, unreadable)``: uint8 tensor (N_ok, C, image_size, image_size) in the order
-        of ``paths``, and the indices into ``paths`` of the files that could not be decoded.
+    Returns ``(images, unreadable)``: uint8 (N_ok, C, image_size, image_size) in the order of
+    ``paths``, and the indices into ``paths`` of the files that could not be decoded.
     """
     decoded = decode_files(paths, image_size, channels, resample, crop, progress)
     rows = [r for r in decoded.row if r >= 0]
@@ -364,17 +325,26 @@ def decode_images(
 
 @dataclass
 class LoadedImages:
-    """Distinct images of a source, ready to split.
-
-    ``images``: uint8 (N, C, H, W); ``keys``: their content keys (hex SHA-1 of the pixels);
-    ``fixed_test``: bool (N,) marking images the source itself puts in the test split
-    (CIFAR-10's test set), or None; ``report``: what was found.
-    """
+    """Distinct uint8 images (N, C, H, W) of a source, ready to split: ``keys`` are their
+    content keys (hex SHA-1 of the pixels); ``fixed_test`` (N,) marks those the source itself
+    puts in the test split (CIFAR-10's test set), or None."""
 
     images: torch.Tensor
     keys: list[str]
     report: LoadReport
     fixed_test: torch.Tensor | None = None
+
+
+def all_decoded(images: torch.Tensor, test_count: int | None = None, **report: str) -> LoadedImages:
+    """Images that all decoded (a source without files), exact duplicates dropped; the first
+    ``test_count`` are the source's own test split."""
+    keep, keys = unique_indices(images)
+    n = len(images)
+    counts = LoadReport(n, n, n - len(keep), 0, **report)
+    fixed_test = None
+    if test_count is not None:
+        fixed_test = torch.tensor([i < test_count for i in keep], dtype=torch.bool)
+    return LoadedImages(images[keep].contiguous(), keys, counts, fixed_test)
 
 
 def _short(path: Path, root: Path | None) -> str:
@@ -398,11 +368,7 @@ def load_files(
     test_count: int = 0,
 ) -> LoadedImages:
     """Decode ``paths`` and drop exact duplicates; the first ``test_count`` paths are the
-    source's own test split (a duplicate keeps the first copy, so test wins over train).
-
-    Raises:
-        UserError: naming ``data.root`` if nothing decodes.
-    """
+    source's own test split (a duplicate keeps the first copy, so test wins over train)."""
     paths = list(paths)
     base = Path(root) if root is not None else None
     decoded = decode_files(paths, image_size, channels, resample, crop, progress)
@@ -445,15 +411,8 @@ def load_folder(
     crop: str = "center",
     include: str | Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, list[str], LoadReport]:
-    """List, decode and de-duplicate every image under ``root`` (``data.root``), no cache.
-
-    Returns:
-        ``(images, keys, report)``: distinct uint8 images (N, C, H, W), their content keys
-        (feed them to :func:`catdiff.data.dedupe.split_by_hash`), and a :class:`LoadReport`.
-
-    Raises:
-        UserError: naming ``data.root`` if the folder is missing, empty, or nothing decodes.
-    """
+    """List, decode and de-duplicate every image under ``root`` (``data.root``), no cache:
+    ``(images, keys, report)``, the keys for :func:`catdiff.data.dedupe.split_by_hash`."""
     paths = list_images(root, include)
     loaded = load_files(paths, image_size, channels, resample, crop, progress, root=root)
     return loaded.images, loaded.keys, loaded.report

@@ -1,8 +1,7 @@
 """Exact-duplicate removal and a deterministic, hash-based train/val/test split.
 
-Duplicates are found on decoded pixels, not file bytes: byte-identical copies (5,544 of the
-13,544 files in the Kaggle cat faces) and re-encodings that decode to the same pixels both
-collapse to one image. Dropping them *before* splitting is what keeps train and validation
+Duplicates are found on decoded pixels, not file bytes: byte-identical copies and
+re-encodings that decode to the same pixels both collapse to one image. Dropping them *before* splitting is what keeps train and validation
 from sharing an image.
 """
 
@@ -32,29 +31,15 @@ def unique_indices(images: torch.Tensor) -> tuple[list[int], list[str]]:
             f"drop_duplicates wants a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
         )
     pixels = images.cpu().contiguous().numpy()
-    keep: list[int] = []
-    keys: list[str] = []
-    seen: set[str] = set()
+    first: dict[str, int] = {}
     for i in range(pixels.shape[0]):
-        key = image_key(pixels[i])
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-            keys.append(key)
-    return keep, keys
+        first.setdefault(image_key(pixels[i]), i)
+    return list(first.values()), list(first)
 
 
 def drop_duplicates(images: torch.Tensor) -> tuple[torch.Tensor, list[str], int]:
-    """Drop exact duplicate images, keeping the first occurrence of each.
-
-    Args:
-        images: uint8 tensor (N, C, H, W) on the CPU.
-
-    Returns:
-        ``(unique, keys, dropped)``: the distinct images (N', C, H, W) in their original
-        order, their content keys (:func:`image_key`, hex SHA-1 of shape + pixels), and
-        ``N - N'``.
-    """
+    """``(unique, keys, dropped)``: the distinct uint8 images (N', C, H, W) in their order
+    (first occurrence kept), their :func:`image_key` and ``N - N'``."""
     keep, keys = unique_indices(images)
     dropped = images.shape[0] - len(keep)
     unique = images[keep] if dropped else images
@@ -81,17 +66,11 @@ def split_by_hash(
     """Split items into train / val / test by the hash of their key.
 
     Each key is hashed to u in [0, 1): u < val_fraction goes to "val", u >= 1 - test_fraction
-    to "test", the rest to "train". An item's split depends only on its own key and the
-    fractions, so adding or removing files never moves existing images between splits, equal
-    keys always land together, changing ``val_fraction`` leaves the test split untouched and
-    changing ``test_fraction`` (e.g. 0 -> 0.05) leaves the validation split untouched, so
-    validation losses stay comparable. Split sizes are only approximately proportional.
-
-    Returns:
-        ``{"train": [...], "val": [...], "test": [...]}``: sorted index lists into ``keys``.
-
-    Raises:
-        UserError: naming ``data.val_fraction`` / ``data.test_fraction`` when out of range.
+    to "test", the rest to "train" (sorted index lists into ``keys``). An item's split depends
+    only on its own key and the fractions, so adding or removing files never moves existing
+    images between splits, equal keys always land together, and changing one fraction leaves
+    the other split untouched (validation losses stay comparable). Split sizes are only
+    approximately proportional.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1), e.g. 0.05")

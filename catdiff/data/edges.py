@@ -32,17 +32,10 @@ SOBEL_MAX = math.sqrt(20.0)
 
 
 def sobel(x: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude sqrt(gx^2 + gy^2), per channel, same size as the input.
+    """Sobel gradient magnitude sqrt(gx^2 + gy^2) of a float (B, C, H, W), per channel.
 
-    Uses the standard 3x3 kernels Gx = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]] and Gy = Gx^T
-    with replicate padding (the edge pixel repeated; ``scipy.ndimage.sobel(mode="nearest")``),
-    so a flat border gives no spurious edge. One batched conv2d, no loop over images.
-
-    Args:
-        x: float tensor (B, C, H, W).
-
-    Returns:
-        float tensor (B, C, H, W); for x in [0, 1] the values lie in [0, :data:`SOBEL_MAX`].
+    Replicate padding (``scipy.ndimage.sobel(mode="nearest")``), so a flat border gives no
+    spurious edge. For x in [0, 1] the values lie in [0, :data:`SOBEL_MAX`].
     """
     if not x.is_floating_point() or x.ndim != 4:
         raise TypeError(f"sobel wants a float (B, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
@@ -54,10 +47,8 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a float (B, C, H, W) tensor; sigma in pixels, radius 3 sigma.
-
-    Replicate padding, like :func:`sobel`. ``sigma <= 0`` returns ``x`` unchanged.
-    """
+    """Separable Gaussian blur of a float (B, C, H, W), sigma in pixels, radius 3 sigma,
+    replicate padding; ``sigma <= 0`` returns ``x`` unchanged."""
     if sigma <= 0:
         return x
     b, c, h, w = x.shape
@@ -76,27 +67,12 @@ def apply_edges(
 ) -> torch.Tensor:
     """Turn grey uint8 images (N, 1, H, W) into the channels the model trains on.
 
-    Modes (``data.edges``):
-        "none": the input, unchanged (same tensor).
-        "sobel": the edge magnitude, uint8 (N, 1, H, W).
-        "sobel+gray": grey and edges stacked, uint8 (N, 2, H, W), channel 0 grey.
-
-    The normalisation is fixed, not per image: pixels are scaled to [0, 1], the Sobel
-    magnitude is divided by its largest possible value :data:`SOBEL_MAX` = sqrt(20) ~ 4.47
-    and mapped to 0..255 (rounded). A faint image thus keeps faint edges, so intensity
-    differences between images survive. Work is done ``chunk_size`` images at a time so
-    8,000 images need only a few MB of float scratch space.
-
-    Args:
-        images: uint8 tensor (N, 1, H, W).
-        mode: one of :data:`EDGE_MODES`.
-        blur_sigma: Gaussian pre-blur in pixels (``data.edge_blur``); 0 = none. Blurring
-            first suppresses JPEG block edges and fur texture, keeping the face outline.
-        chunk_size: images per batched convolution.
-
-    Raises:
-        UserError: naming ``data.edges`` for an unknown mode or non-grey input, and
-            ``data.edge_blur`` for a negative sigma.
+    ``mode`` (``data.edges``): "none" returns the input; "sobel" the edge magnitude (N, 1,
+    H, W); "sobel+gray" grey and edges stacked (N, 2, H, W), channel 0 grey. The normalisation
+    is fixed, not per image: pixels in [0, 1], the magnitude divided by its largest possible
+    value :data:`SOBEL_MAX` and mapped to 0..255, so a faint image keeps faint edges.
+    ``blur_sigma`` (``data.edge_blur``) pre-blurs in pixels: it suppresses JPEG block edges
+    and fur texture, keeping the face outline. Work is done ``chunk_size`` images at a time.
     """
     if mode not in EDGE_MODES:
         raise UserError(

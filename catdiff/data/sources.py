@@ -24,8 +24,8 @@ import torch
 from catdiff.data import cache
 from catdiff.data.catfaces import resolve_catfaces_root
 from catdiff.data.cifar import load_torchvision_cats, resolve_cifar_root, torchvision_files
-from catdiff.data.decode import LoadedImages, LoadReport, _check_options, load_files
-from catdiff.data.dedupe import split_by_hash, unique_indices
+from catdiff.data.decode import LoadedImages, _check_options, all_decoded, load_files
+from catdiff.data.dedupe import split_by_hash
 from catdiff.data.files import _as_patterns, file_stats, list_relative
 from catdiff.data.synthetic import synthetic_cats
 from catdiff.errors import UserError
@@ -44,12 +44,9 @@ def _folder_images(
     progress: bool,
     test_subfolder: str | None = None,
 ) -> LoadedImages:
-    """Every image under ``root`` (filtered by ``include``), through the decode cache.
-
-    With ``test_subfolder`` (CIFAR's folder layout) the files under ``root/<test_subfolder>``
-    come first and form the source's own test split; files outside ``train/`` and ``test/``
-    are ignored.
-    """
+    """Every image under ``root`` (filtered by ``include``), through the decode cache. With
+    ``test_subfolder`` (CIFAR's layout) the files under it come first and form the source's
+    own test split; files outside ``train/`` and it are ignored."""
     skipped: list[str] = []
     relative = list_relative(root, include, skipped)
     test_count = 0
@@ -68,17 +65,10 @@ def _folder_images(
     )
     slot = {"root": str(root.resolve()), "include": list(include), **params}
 
+    options = [params[k] for k in ("image_size", "channels", "resample", "crop")]
+
     def build() -> LoadedImages:
-        return load_files(
-            paths,
-            params["image_size"],
-            params["channels"],
-            params["resample"],
-            params["crop"],
-            progress,
-            root=root,
-            test_count=test_count,
-        )
+        return load_files(paths, *options, progress, root=root, test_count=test_count)
 
     loaded = cache.cached(cache_dir, source, slot, key, build)
     if skipped:  # counted as unreadable, never fatal
@@ -94,17 +84,7 @@ def _synthetic(n: int, image_size: int, channels: int, seed: int) -> LoadedImage
     images = synthetic_cats(n, image_size, seed=seed)
     if channels == 3:
         images = images.expand(-1, 3, -1, -1)
-    keep, keys = unique_indices(images)
-    images = images[keep].contiguous()
-    report = LoadReport(
-        files_seen=n,
-        decoded=n,
-        duplicates_dropped=n - len(keep),
-        unreadable=0,
-        label="data=synthetic",
-        noun="procedural sketches",
-    )
-    return LoadedImages(images, keys, report)
+    return all_decoded(images, label="data=synthetic", noun="procedural sketches")
 
 
 def load_source(
@@ -125,22 +105,15 @@ def load_source(
 
     Unreadable files are skipped and logged as one warning (also on a cache hit: they are
     still there). ``cache_dir`` None or "" turns the decode cache off.
-
-    Raises:
-        UserError: one line naming the config key (``data.root``, ``data.source``, ...).
     """
     if source not in SOURCES:
         raise UserError(f"data.source={source!r} is not one of {', '.join(SOURCES)}")
     _check_options(image_size, channels, resample, crop)
     if source == "synthetic":
         return _synthetic(synthetic_n, image_size, channels, seed)
-    params = {
-        "source": source,
-        "image_size": image_size,
-        "channels": channels,
-        "resample": resample,
-        "crop": crop,
-    }
+    params = dict(
+        source=source, image_size=image_size, channels=channels, resample=resample, crop=crop
+    )
     patterns = _as_patterns(include)
     if source == "catfaces":
         folder = resolve_catfaces_root(root, data_dir)
@@ -163,13 +136,11 @@ def load_source(
                 ((f.name, size, mtime) for f, (size, mtime) in zip(files, stats)),
             )
             slot = {"root": str(folder.resolve()), "torchvision": True, **params}
-            loaded = cache.cached(
-                cache_dir,
-                source,
-                slot,
-                key,
-                lambda: load_torchvision_cats(folder, image_size, channels, resample, crop),
-            )
+
+            def build() -> LoadedImages:
+                return load_torchvision_cats(folder, image_size, channels, resample, crop)
+
+            loaded = cache.cached(cache_dir, source, slot, key, build)
     report = loaded.report
     if report.unreadable:
         log.warning(
@@ -186,12 +157,10 @@ def split_loaded(
     loaded: LoadedImages, val_fraction: float = 0.05, test_fraction: float = 0.05
 ) -> dict[str, torch.Tensor]:
     """``{"train", "val", "test"}`` -> uint8 images, split by content hash
-    (:func:`~catdiff.data.dedupe.split_by_hash`) so no image is in two splits, and the
-    split never reshuffles when files are added.
+    (:func:`~catdiff.data.dedupe.split_by_hash`); fills in ``loaded.report.train/val/test``.
 
     A source with its own test set (``loaded.fixed_test``, CIFAR-10) keeps it as the test
     split; ``test_fraction`` is then not used and the rest is split into train and val.
-    Fills in ``loaded.report.train/val/test``.
     """
     keys = loaded.keys
     if loaded.fixed_test is not None:
@@ -206,9 +175,6 @@ def split_loaded(
     else:
         index = split_by_hash(keys, val_fraction=val_fraction, test_fraction=test_fraction)
     out = {name: loaded.images[idx].contiguous() for name, idx in index.items()}
-    loaded.report.train, loaded.report.val, loaded.report.test = (
-        len(out["train"]),
-        len(out["val"]),
-        len(out["test"]),
-    )
+    report = loaded.report
+    report.train, report.val, report.test = (len(out[k]) for k in ("train", "val", "test"))
     return out

@@ -19,13 +19,8 @@ from PIL import Image, ImageDraw
 from catdiff.errors import UserError
 
 _SUPERSAMPLE = 4
-_CIRCLE = np.stack(
-    [
-        np.cos(np.linspace(0, 2 * math.pi, 40, endpoint=False)),
-        np.sin(np.linspace(0, 2 * math.pi, 40, endpoint=False)),
-    ],
-    axis=1,
-)
+_ANGLES = np.linspace(0, 2 * math.pi, 40, endpoint=False)
+_CIRCLE = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -95,28 +90,18 @@ def _draw_cat(rng: np.random.Generator, size: int) -> np.ndarray:
     slit = rng.uniform(0.2, 0.7)  # pupil width relative to the eye
     for side in (-1.0, 1.0):
         draw.polygon(place(_ellipse(side * eye_x, eye_y, eye_r, eye_r)), fill=int(iris))
-        draw.polygon(
-            place(_ellipse(side * eye_x, eye_y, eye_r * slit, eye_r * 0.9)), fill=int(pupil)
-        )
+        slit_pupil = _ellipse(side * eye_x, eye_y, eye_r * slit, eye_r * 0.9)
+        draw.polygon(place(slit_pupil), fill=int(pupil))
 
     nose_y, nose_w = rng.uniform(0.15, 0.3), rng.uniform(0.08, 0.15)
     nose = _contrasting(rng, face, 50)
-    draw.polygon(
-        place(np.array([[-nose_w, nose_y], [nose_w, nose_y], [0.0, nose_y + nose_w]])),
-        fill=int(nose),
-    )
+    nose_points = np.array([[-nose_w, nose_y], [nose_w, nose_y], [0.0, nose_y + nose_w]])
+    draw.polygon(place(nose_points), fill=int(nose))
     line = max(1, round(size / 28))  # about one output pixel wide
     mouth_y = nose_y + nose_w
     for side in (-1.0, 1.0):
-        draw.line(
-            place(
-                np.array(
-                    [[0.0, mouth_y], [side * 0.12, mouth_y + 0.12], [side * 0.24, mouth_y + 0.06]]
-                )
-            ),
-            fill=int(nose),
-            width=line,
-        )
+        mouth = [[0.0, mouth_y], [side * 0.12, mouth_y + 0.12], [side * 0.24, mouth_y + 0.06]]
+        draw.line(place(np.array(mouth)), fill=int(nose), width=line)
 
     whisker = _contrasting(rng, face, 70)
     length = rng.uniform(0.8, 1.15)

@@ -1,21 +1,10 @@
-"""Sample-quality metrics: FID and KID on a choice of feature extractor. Pure torch.
+"""Sample-quality metrics. Pure torch.
 
-Extractors (:class:`FeatureExtractor`: float images in [-1, 1] -> (N, d) features, identified
-by the SHA-256 of their weights):
-
-* ``inception``: torch-fidelity's InceptionV3 pool3 (2048-d), comparable with published
-  numbers (:func:`inception_extractor`; offline: ``python -m catdiff.metrics.prefetch``).
-* ``catdiff``: a small CNN trained with SimCLR on the training split, offline, cached
-  (:func:`catdiff_extractor`, :func:`load_extractor`).
-
-NLL: :func:`nll_bpd` (the variational bound in bits/dim, full or sampled over t).
-
-Scores: :func:`fid_kid` (torchmetrics FID and KID), with :func:`real_features` to extract the
-real set once and reuse it.
-
-Scoring a run: :func:`catdiff.metrics.score.score` computes a list of metric components (:class:`Metric`, given each
-comparable :class:`Space` in turn, returning :class:`Score` values that describe themselves)
-in every comparable space, with the feature extractor of :func:`extractor_for`.
+FID and KID (:func:`fid_kid`) on a :class:`FeatureExtractor` identified by the SHA-256 of its
+weights: torch-fidelity's InceptionV3 (:func:`inception_extractor`) or a small SimCLR CNN
+trained on the training split (:func:`catdiff_extractor`); the bound in bits/dim
+(:func:`nll_bpd`). :func:`catdiff.metrics.score.score` hands every comparable :class:`Space`
+of a run to each :class:`Metric`, which returns self-describing :class:`Score` values.
 """
 
 from catdiff.metrics.extractor import FeatureExtractor, as_uint8, weights_sha256

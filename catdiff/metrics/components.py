@@ -1,11 +1,10 @@
 """FID/KID and the detail ratio as metric components (conf/evaluate.yaml ``metrics.fid_kid``,
 ``metrics.detail``).
 
-They run the same functions as ever (:func:`catdiff.metrics.fid.fid_kid_of_features`,
-:func:`catdiff.metrics.detail.detail_ratio`) and write the metrics.json keys they always had,
-``fid: {space: x}``, ``kid: {space: {mean, std}}`` and ``detail: {space: x}``, rather than the
-generic ``scores`` form (:mod:`catdiff.metrics.metric`): older results, the report and the
-comparison studies read those keys.
+They write the metrics.json keys they always had, ``fid: {space: x}``, ``kid: {space: {mean,
+std}}`` and ``detail: {space: x}``, rather than the generic ``scores`` form
+(:mod:`catdiff.metrics.metric`): older results, the report and the comparison studies read
+those keys.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Are samples copies of training faces? Nearest-neighbour distances against held-out faces.
 
 A real face that was never trained on sits at some typical L2 distance from its nearest
-training face (about 3.9 on 28x28 images in [0, 1] for the cat faces). A model that memorises
+training face. A model that memorises
 produces samples much closer than that. So the test is relative: take the ``quantile`` (5%) of
 the held-out faces' nearest-neighbour distances as a threshold; held-out faces fall below it at
 rate ``quantile`` by construction, and samples that fall below it clearly more often are
@@ -30,10 +30,9 @@ def nearest_distances(
 
     With ``mirror`` the references' horizontal flips count too (index into the unflipped set).
     """
-    refs = references.flip(-1) if mirror else None
     ref = _flat_unit(references)
-    if refs is not None:
-        ref = torch.cat([ref, _flat_unit(refs)])
+    if mirror:
+        ref = torch.cat([ref, _flat_unit(references.flip(-1))])
     ref_sq = ref.square().sum(1)
     q = _flat_unit(queries)
     dists, idx = [], []

@@ -19,10 +19,8 @@ from torch import Tensor, nn
 
 
 def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
-    """SHA-256 over every (name, dtype, shape, bytes) of ``state_dict``, in name order.
-
-    The same weights give the same hash whatever file or device they came from.
-    """
+    """SHA-256 over every (name, dtype, shape, bytes) of ``state_dict``, in name order: the
+    same weights give the same hash whatever file or device they came from."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name].detach().to("cpu").contiguous()
@@ -57,9 +55,8 @@ def to_unit(images_uint8: Tensor) -> Tensor:
 class FeatureExtractor(nn.Module):
     """Frozen images -> features. forward: float (N, C, H, W) in [-1, 1] -> (N, dim) float32.
 
-    Subclasses set ``name`` (e.g. ``"inception-v3-pool3"``), ``dim``, and call
-    :meth:`_freeze` once their weights are final, which computes ``sha256`` over the
-    wrapped network's own state dict (the one its weights file holds).
+    Subclasses set ``name`` and ``dim``, and call :meth:`_freeze` once their weights are
+    final: ``sha256`` is over the wrapped network's own state dict (its weights file's).
     """
 
     name: str

@@ -1,10 +1,8 @@
 """FID and KID through torchmetrics, on features from any :class:`FeatureExtractor`.
 
-Images are uint8 (N, C, H, W) 0..255 or float (N, C, H, W) in [-1, 1]; floats are rounded to
-8 bits once (:func:`~catdiff.metrics.extractor.as_uint8`), so generated images are scored
-exactly as if saved to PNG. Features are extracted in batches under ``torch.inference_mode``
-and handed to torchmetrics' ``FrechetInceptionDistance`` / ``KernelInceptionDistance``
-through a pass-through module, in float64.
+Images are uint8 0..255 or float in [-1, 1], (N, C, H, W); floats are rounded to 8 bits once
+(:func:`~catdiff.metrics.extractor.as_uint8`), so generated images are scored exactly as if
+saved to PNG. The float64 features reach torchmetrics through a pass-through module.
 
 Reuse the real set across many calls (e.g. 15 models against one training split)::
 
@@ -37,10 +35,7 @@ class _Given(nn.Module):
 
 
 def extract_features(extractor: FeatureExtractor, images: Tensor, batch_size: int = 256) -> Tensor:
-    """Features (N, d) float64 of images (uint8 or float in [-1, 1], (N, C, H, W)).
-
-    Runs on the extractor's device in batches of ``batch_size``; the result stays there.
-    """
+    """Features (N, d) float64 of images (uint8 or float in [-1, 1]), on the extractor's device."""
     u8 = as_uint8(images)
     extractor.check_images(tuple(u8.shape))
     device = extractor.device
@@ -55,11 +50,8 @@ def extract_features(extractor: FeatureExtractor, images: Tensor, batch_size: in
 
 
 class RealFeatures:
-    """The real set's features (N, d) float64, extracted once and reused by :func:`fid_kid`.
-
-    Also keeps torchmetrics' FID state for them (sums and the d x d covariance sum), so a
-    later call only adds the fake set.
-    """
+    """The real set's features (N, d) float64, extracted once, and torchmetrics' FID state
+    for them (sums and the d x d covariance sum), so a later call only adds the fake set."""
 
     def __init__(self, features: Tensor, extractor_sha256: str) -> None:
         if features.ndim != 2 or len(features) < 2:
@@ -90,7 +82,6 @@ class RealFeatures:
 def real_features(
     extractor: FeatureExtractor, images: Tensor, batch_size: int = 256
 ) -> RealFeatures:
-    """Extract the real images' features once (uint8 or float in [-1, 1], (N, C, H, W))."""
     return RealFeatures(extract_features(extractor, images, batch_size), extractor.sha256)
 
 
@@ -105,18 +96,11 @@ def fid_kid(
 ) -> dict:
     """FID and KID between ``real`` and ``fake`` images on ``extractor``'s features.
 
-    Args:
-        real: images (uint8 or float in [-1, 1], (N, C, H, W)) or :func:`real_features` of
-            them (from the same extractor).
-        fake: images, as ``real``.
-        kid_subsets: KID subsets (the mean and std are over them).
-        kid_subset_size: images per KID subset; default ``min(1000, n_real, n_fake)``. Where
-            it equals both set sizes every subset is the whole set, and ``kid_std`` is 0.
-        seed: seeds KID's subset sampling (the global RNG is left untouched).
-
-    Returns:
-        ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size",
-        "kid_subsets", "extractor", "extractor_sha256"}`` (floats and ints).
+    ``real`` may be :func:`real_features` of the same extractor. ``kid_subset_size``
+    defaults to ``min(1000, n_real, n_fake)``; where it equals both set sizes every subset is
+    the whole set and ``kid_std`` is 0. ``seed`` seeds KID's subset sampling (the global RNG
+    is left untouched). Returns :func:`fid_kid_of_features`' dict with the extractor's name
+    and sha256.
     """
     if not isinstance(real, RealFeatures):
         real = real_features(extractor, real, batch_size)

@@ -1,9 +1,8 @@
 """The standard FID/KID extractor: torch-fidelity's InceptionV3, 2048-d pool3 features.
 
 The same network and weights as torch-fidelity, torchmetrics and the TensorFlow original, so
-scores are comparable with published numbers (given the same image size and sample count).
-Gray images are repeated to 3 channels and go in as uint8 0..255; torch-fidelity resizes
-them to 299 x 299 with TensorFlow 1.x bilinear interpolation.
+scores are comparable with published numbers (at the same image size and sample count).
+Gray images are repeated to 3 channels; torch-fidelity resizes them to 299 x 299.
 
 Weights: ``metrics.inception_weights=PATH`` loads a local file (offline clusters; get it with
 ``python -m catdiff.metrics.prefetch``); without it torch-fidelity downloads them once into
@@ -54,7 +53,6 @@ class InceptionExtractor(FeatureExtractor):
 
 
 def _check_weights_file(path: Path, shown: str) -> None:
-    """UserError unless ``path`` is a readable file holding a dict of tensors."""
     if not path.exists():
         raise UserError(f"{WEIGHTS_KEY}={shown} does not exist")
     if not path.is_file():
@@ -70,12 +68,7 @@ def _check_weights_file(path: Path, shown: str) -> None:
 
 
 def inception_extractor(weights_path: str | Path | None = None) -> InceptionExtractor:
-    """torch-fidelity's InceptionV3 (pool3, 2048-d), from ``weights_path`` or downloaded once.
-
-    Raises:
-        UserError: naming ``metrics.inception_weights`` for a missing, unreadable or
-            wrong-architecture file, or when the download fails (no network).
-    """
+    """torch-fidelity's InceptionV3 (pool3, 2048-d), from ``weights_path`` or downloaded once."""
     if weights_path is None or str(weights_path) == "":
         try:
             model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])

@@ -41,21 +41,14 @@ from torch import Tensor
 from catdiff.metrics.extractor import FeatureExtractor
 from catdiff.metrics.fid import RealFeatures, extract_features, real_features
 
-FEATURE_BATCH = 256  # images per extractor forward pass (as catdiff.metrics.fid_kid's default)
+FEATURE_BATCH = 256  # images per extractor forward pass
 
 
 class Space:
-    """One comparable space of a run, as every metric sees it.
-
-    Args:
-        name: the space (``gray``, ``edges``, ``rgb``).
-        fake: the generated images in this space, uint8 (N, C, H, W).
-        real: the reference images (the split the scores compare against), uint8.
-        train: the training split in this space, uint8 (``real`` itself when it is the
-            reference): what the space's feature extractor is trained on.
-        extractor: builds the space's feature extractor, on first use only (a metric on
-            pixels alone never trains one).
-    """
+    """One comparable space of a run (``gray``, ``edges``, ``rgb``), as every metric sees it:
+    uint8 generated (``fake``), reference (``real``) and training images in this space, and
+    ``extractor``, which builds the space's feature extractor on first use only (a metric on
+    pixels alone never trains one)."""
 
     def __init__(
         self,
@@ -83,14 +76,11 @@ class Space:
         return self._extractor is not None
 
     def real_features(self) -> RealFeatures:
-        """The reference images' features (N, d) float64, extracted once."""
         if self._real_features is None:
             self._real_features = real_features(self.extractor, self.real, FEATURE_BATCH)
         return self._real_features
 
     def fake_features(self) -> Tensor:
-        """The generated images' features (N, d) float64, extracted once, on the device of
-        the real features."""
         if self._fake_features is None:
             real = self.real_features()
             fake = extract_features(self.extractor, self.fake, FEATURE_BATCH)
@@ -100,11 +90,8 @@ class Space:
 
 @dataclass
 class Score:
-    """One number a metric gives in one space, with what the report needs to show it.
-
-    ``name`` is its key in metrics.json's ``scores`` (e.g. ``precision``); the other fields
-    are the entry's fields in the module docstring.
-    """
+    """One number a metric gives in one space: ``name`` is its key in metrics.json's
+    ``scores``, the other fields the entry's fields in the module docstring."""
 
     name: str
     value: float
@@ -137,11 +124,9 @@ class Score:
 
 
 class Metric:
-    """Base of the metric components: ``metric(space)`` gives the scores of one space.
-
-    Subclasses implement :meth:`__call__`; :meth:`record` writes the scores in the generic
-    ``scores`` form (override it only to keep an older metrics.json layout).
-    """
+    """Base of the metric components: ``metric(space)`` gives the scores of one space;
+    :meth:`record` writes them in the generic ``scores`` form (overridden only to keep an
+    older metrics.json layout)."""
 
     def __call__(self, space: Space) -> list[Score]:
         raise NotImplementedError

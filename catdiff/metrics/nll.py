@@ -52,17 +52,10 @@ _EDGE = 0.999  # |x0| beyond this is the outermost level (-1 or +1)
 class NLLResult:
     """The bound in bits/dim over a set of images.
 
-    Attributes:
-        bpd: mean over images of the per-image bound, bits/dim.
-        se: standard error of ``bpd`` over images (std / sqrt(n)); in "sampled" mode it includes
-            the noise of the timestep draws. NaN for a single image.
-        n_images: number of images.
-        mode: "sampled" or "full".
-        timesteps_per_image: L_t terms evaluated per image: T in "full" mode (counting the
-            decoder), k in "sampled" mode (plus one decoder evaluation).
-        sigma: the fixed reverse variance, "beta" or "beta_tilde".
-        terms: mean bits/dim of each part: "prior", "decoder", "sum_L_t" (they add to bpd).
-        wall_time_s: seconds the evaluation took.
+    ``se`` is the standard error over images (std / sqrt(n); NaN for one image), including
+    the timestep-draw noise in "sampled" mode. ``timesteps_per_image`` is T in "full" mode
+    (counting the decoder), k in "sampled" mode (plus one decoder evaluation). ``terms``: mean
+    bits/dim of "prior", "decoder" and "sum_L_t", which add to ``bpd``.
     """
 
     bpd: float
@@ -75,7 +68,6 @@ class NLLResult:
     wall_time_s: float = 0.0
 
     def to_dict(self) -> dict:
-        """Plain dict (JSON-ready) of every field."""
         return asdict(self)
 
 
@@ -137,7 +129,7 @@ def _work_dtype(device: torch.device) -> torch.dtype:
 
 def p_log_variance(diffusion: GaussianDiffusion, t: torch.Tensor, sigma: str) -> torch.Tensor:
     """log sigma_t^2 of p(x_{t-1} | x_t) for each t (B,): see the module docstring."""
-    _check_sigma(sigma)
+    check_choice("nll.sigma", sigma, NLL_SIGMAS)
     if sigma == "beta_tilde":
         table = diffusion.posterior_log_variance_clipped
     else:  # "fixedlarge": beta_t, beta_0 -> beta_tilde_1 (the floor of the clipped log above)
@@ -146,10 +138,7 @@ def p_log_variance(diffusion: GaussianDiffusion, t: torch.Tensor, sigma: str) ->
 
 
 def prior_nats(diffusion: GaussianDiffusion, x0: torch.Tensor) -> torch.Tensor:
-    """L_prior = KL(q(x_{T-1} | x0) || N(0, I)) summed over dimensions.
-
-    Args: x0 (B, C, H, W) in [-1, 1]. Returns: (B,) nats, in float64 (float32 on MPS).
-    """
+    """L_prior = KL(q(x_{T-1} | x0) || N(0, I)) in nats (B,), for x0 (B, C, H, W) in [-1, 1]."""
     dtype = _work_dtype(x0.device)
     alpha_bar = diffusion.alpha_bar[-1].to(dtype)
     x0 = x0.to(dtype)
@@ -167,16 +156,10 @@ def vb_terms_from_output(
     t: torch.Tensor,
     sigma: str = "beta",
 ) -> torch.Tensor:
-    """L_t for t >= 1 and L_0 (the decoder) for t = 0, given the network output for (x_t, t).
+    """L_t for t >= 1 and L_0 (the decoder) for t = 0, from the network output for (x_t, t).
 
-    Args:
-        model_output: (B, C, H, W) network output, read by the diffusion's objective.
-        x0: (B, C, H, W) data in [-1, 1]; x_t: (B, C, H, W) = q_sample(x0, t, noise).
-        t: (B,) long, any mix of timesteps.
-        sigma: the fixed reverse variance, "beta" or "beta_tilde".
-
-    Returns:
-        (B,) nats summed over dimensions, float64 (float32 on MPS). x0_pred is not clipped.
+    ``t`` (B,) may mix timesteps; returns (B,) nats summed over dimensions, float64 (float32
+    on MPS). x0_pred is not clipped.
     """
     dtype = _work_dtype(x0.device)
     x0, x_t = x0.to(dtype), x_t.to(dtype)
@@ -212,36 +195,19 @@ def vb_terms(
     noise: torch.Tensor,
     sigma: str = "beta",
 ) -> torch.Tensor:
-    """One term of the bound per image: L_t (t >= 1) or the decoder L_0 (t = 0), in nats.
-
-    Args:
-        model: the network, called as ``model(x_t, t)`` (as is: no eval(), no inference_mode).
-        x0: (B, C, H, W) float data in [-1, 1]; t: (B,) long, mixed timesteps allowed.
-        noise: (B, C, H, W) ~ N(0, I), the draw of x_t = q_sample(x0, t, noise).
-        sigma: "beta" (default) or "beta_tilde".
-
-    Returns:
-        (B,) nats summed over C, H, W (float64; float32 on MPS).
-    """
+    """:func:`vb_terms_from_output` with x_t = q_sample(x0, t, noise) and the network called
+    as ``model(x_t, t)`` (as is: no eval(), no inference_mode)."""
     x_t = diffusion.q_sample(x0, t, noise)
     return vb_terms_from_output(diffusion, model(x_t, t), x0, x_t, t, sigma)
 
 
-# ---- the estimator over a set of images ----------------------------------------------------
-
-
-def _check_sigma(sigma: str) -> None:
-    check_choice("nll.sigma", sigma, NLL_SIGMAS)
-
-
 def _check_args(model: Model, images, mode: str, k, batch_size, sigma: str) -> torch.Tensor:
-    """Validate the inputs of ``nll_bpd``; return the images as a uint8 (N, C, H, W) tensor."""
     check_choice("nll.mode", mode, MODES)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"nll.timesteps={k!r} must be a positive integer (e.g. 32)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"nll.batch_size={batch_size!r} must be a positive integer (e.g. 256)")
-    _check_sigma(sigma)
+    check_choice("nll.sigma", sigma, NLL_SIGMAS)
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
@@ -293,27 +259,16 @@ def nll_bpd(
     """The variational bound on -log p(x0) in bits/dim, averaged over images.
 
     Args:
-        model: the network ``model(x_t, t)``; it and ``diffusion`` must already be on
-            ``device``. It runs in eval mode (restored afterwards) under inference_mode, in
-            float32 with autocast off.
-        diffusion: the ``GaussianDiffusion`` the model was trained with.
+        model: ``model(x_t, t)``, already on ``device`` with ``diffusion``; run in eval mode
+            (restored afterwards) under inference_mode, in float32 with autocast off.
         images_uint8: (N, C, H, W) uint8 levels 0..255 (on any device), scaled to [-1, 1].
-        mode: ``"full"`` all T terms per image (T network evaluations per image);
-            ``"sampled"`` L_prior + L_0 + a stratified estimate of sum_{t>=1} L_t from
-            ``timesteps_per_image`` = k timesteps (one uniform draw in each of k equal strata
-            of {1..T-1}, weighted by stratum size): unbiased, k + 1 evaluations per image.
-            k is capped at T - 1 (then every t is evaluated once).
-        batch_size: (image, t) pairs per network call.
-        seed: seeds the timestep draws and the noise of every x_t: the same seed, batch_size
-            and device give the same number. Each term uses one x_t draw per image, so
-            "full" is also a one-sample estimate of the expectation over q.
-        sigma: the fixed reverse variance, ``"beta"`` (default, Ho et al.'s CIFAR-10 setting)
-            or ``"beta_tilde"``.
-        progress: show a tqdm bar over the network calls.
-
-    Returns:
-        NLLResult; ``se`` is the standard error over images of the per-image estimates, so in
-        "sampled" mode it includes the timestep-sampling noise as well as the x_t noise.
+        mode: ``"full"``: all T terms per image; ``"sampled"``: L_prior + L_0 + a stratified
+            estimate of sum_{t>=1} L_t from k = ``timesteps_per_image`` timesteps (one
+            uniform draw in each of k equal strata of {1..T-1}, weighted by stratum size):
+            unbiased, k + 1 evaluations per image; k is capped at T - 1.
+        seed: seeds the timestep draws and the noise of every x_t (same seed, batch_size and
+            device: same number). Each term uses one x_t draw per image, so "full" is also a
+            one-sample estimate of the expectation over q.
     """
     start = time.perf_counter()
     images = _check_args(model, images_uint8, mode, timesteps_per_image, batch_size, sigma)
@@ -322,10 +277,8 @@ def nll_bpd(
     dims = images[0].numel()
 
     if mode == "full":
-        per_image = T
-        t_table = None
-        weights = torch.ones(T, dtype=torch.float64)
-        recorded = T
+        per_image = recorded = T
+        t_table, weights = None, torch.ones(T, dtype=torch.float64)
     else:
         k = min(timesteps_per_image, T - 1)
         t_gen = torch.Generator().manual_seed(seed)
@@ -335,9 +288,7 @@ def nll_bpd(
         per_image, recorded = k + 1, k
 
     noise_gen = torch.Generator(device).manual_seed(seed + 1)
-    decoder = torch.zeros(n, dtype=torch.float64)
-    sum_l_t = torch.zeros(n, dtype=torch.float64)
-    prior = torch.zeros(n, dtype=torch.float64)
+    decoder, sum_l_t, prior = (torch.zeros(n, dtype=torch.float64) for _ in range(3))
     was_training = getattr(model, "training", None)
     if isinstance(model, torch.nn.Module):
         model.eval()
@@ -347,12 +298,8 @@ def nll_bpd(
                 x0 = images[lo : lo + batch_size].to(device).float() / 127.5 - 1
                 prior[lo : lo + batch_size] = prior_nats(diffusion, x0).cpu().double()
             total = n * per_image
-            for lo in tqdm(
-                range(0, total, batch_size),
-                desc=f"NLL ({mode})",
-                unit="batch",
-                disable=not progress,
-            ):
+            batches = range(0, total, batch_size)
+            for lo in tqdm(batches, desc=f"NLL ({mode})", unit="batch", disable=not progress):
                 pair = torch.arange(lo, min(lo + batch_size, total))
                 index, pos = pair // per_image, pair % per_image
                 t = pos if t_table is None else t_table[index, pos]

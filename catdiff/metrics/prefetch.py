@@ -1,12 +1,9 @@
-"""Download the standard InceptionV3 weights for offline FID/KID: ``python -m catdiff.metrics.prefetch``.
+"""Download the standard InceptionV3 weights for offline FID/KID.
 
-Usage: ``python -m catdiff.metrics.prefetch [out=PATH]`` on a machine with network. Fetches
-the file torch-fidelity itself downloads (:data:`URL`), checks the SHA-256 prefix in its
-name, writes it atomically to ``out`` (default
-``$CATDIFF_DATA_DIR/weights/<file name>``, ``data/weights/...`` without the variable) and
-prints the line to use, e.g. ``metrics.inception_weights=/abs/path/weights-inception-...pth``.
-Copy the file to the offline machine and pass that option. Failures are one line on stderr
-(exit status 2), never a traceback.
+``python -m catdiff.metrics.prefetch [out=PATH]`` on a machine with network fetches the file
+torch-fidelity itself downloads, checks the SHA-256 prefix in its name, writes it atomically
+to ``out`` (default ``$CATDIFF_DATA_DIR/weights/<file name>``, else ``data/weights/...``) and
+prints the option to pass on the offline machine (``metrics.inception_weights=PATH``).
 """
 
 from __future__ import annotations
@@ -53,11 +50,7 @@ def default_out() -> Path:
 
 
 def download(url: str, out: Path, progress: bool = True) -> Path:
-    """Fetch ``url`` to ``out`` (atomically), checking the SHA-256 prefix in its name.
-
-    Raises:
-        UserError: one line, when the download fails or the file does not match.
-    """
+    """Fetch ``url`` to ``out`` (atomically), checking the SHA-256 prefix in its name."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     h = hashlib.sha256()

@@ -6,10 +6,7 @@ faces would measure the input change, not the quality), gives each space its own
 extractor (:func:`extractor_for`: trained on that space of the training split, or the
 standard InceptionV3) and hands each space to each metric (:mod:`catdiff.metrics.metric`).
 ``python -m catdiff.evaluate`` and the periodic evaluation during training both score here,
-so their numbers agree.
-
-Plain Python in, plain Python out: the metrics are objects already built (the entry point
-builds them from conf/evaluate.yaml), the options a dataclass or any mapping.
+so their numbers agree. The metrics come already built (from conf/evaluate.yaml).
 """
 
 from __future__ import annotations
@@ -31,15 +28,11 @@ from catdiff.metrics.spaces import spaces_of
 
 @dataclass(frozen=True)
 class ExtractorOptions:
-    """Which feature extractor each space gets (conf/evaluate.yaml ``metrics.*``).
-
-    extractor: ``catdiff`` (a small CNN trained with SimCLR on the space's training images,
-        cached and reused by every run on the same data) or ``inception`` (torch-fidelity's
-        InceptionV3 pool3, comparable with published numbers).
-    extractor_path: a catdiff extractor file to use in every space instead of the cached ones.
-    extractor_steps: catdiff extractor training steps (0: its default).
-    inception_weights: a local InceptionV3 weights file (``python -m catdiff.metrics.prefetch``).
-    """
+    """Which feature extractor each space gets (conf/evaluate.yaml ``metrics.*``): ``catdiff``
+    (a small CNN trained with SimCLR on the space's training images, cached) or ``inception``
+    (comparable with published numbers); ``extractor_path`` replaces the cached catdiff ones
+    in every space, ``extractor_steps`` 0 keeps their default training steps, and
+    ``inception_weights`` is a local file (``python -m catdiff.metrics.prefetch``)."""
 
     extractor: str = "catdiff"
     extractor_path: str | None = None
@@ -48,7 +41,6 @@ class ExtractorOptions:
 
     @classmethod
     def of(cls, options: ExtractorOptions | Mapping[str, Any]) -> ExtractorOptions:
-        """From a mapping holding (at least) these keys; other keys are ignored."""
         if isinstance(options, ExtractorOptions):
             return options
         return cls(**{f.name: options[f.name] for f in fields(cls) if f.name in options})
@@ -83,30 +75,16 @@ def score(
 ) -> dict[str, Any]:
     """Every metric of uint8 samples against a reference split, in each comparable space.
 
-    Args:
-        samples: uint8 (N, C, H, W), in the run's data space.
-        data: the run's splits, uint8: ``train`` and the ``reference`` one.
-        data_space: the run's ``data.edges``, ``data.channels`` and ``data.edge_blur``
-            (absent keys: none, 1, 0.0).
-        metrics: the metric components, in the order they are computed and written.
-        reference: the split the samples are compared against (train or test).
-        cache_dir: where catdiff extractors are cached.
-        device: where the extractors run.
-        extractor: :class:`ExtractorOptions`, or a mapping with its keys.
-
-    Returns:
-        What metrics.json gets from the metrics: their keys (``fid``, ``kid``, ``detail``,
-        ``scores``...) and ``extractor: {space: info}`` for every space whose extractor a
-        metric used.
+    ``data`` holds the run's uint8 splits (``train`` and the ``reference`` one);
+    ``data_space`` its ``data.edges``, ``data.channels`` and ``data.edge_blur`` (absent: none,
+    1, 0.0). Returns what metrics.json gets from the metrics (``fid``, ``kid``, ``scores``...)
+    and ``extractor: {space: info}`` for every space whose extractor a metric used.
     """
     if reference not in data:
         raise UserError(f"reference={reference} must be train or test")
     options = ExtractorOptions.of(extractor)
-    space_args = {
-        "edges": data_space.get("edges", "none"),
-        "channels": data_space.get("channels", 1),
-        "edge_blur": data_space.get("edge_blur", 0.0),
-    }
+    defaults = {"edges": "none", "channels": 1, "edge_blur": 0.0}
+    space_args = {k: data_space.get(k, v) for k, v in defaults.items()}
     fake = spaces_of(samples, **space_args)
     real = spaces_of(data[reference], **space_args)
     train = spaces_of(data["train"], **space_args) if reference != "train" else real

@@ -1,7 +1,7 @@
 """catdiff's own FID/KID extractor: a small CNN trained with SimCLR on the training images.
 
-Fully offline, about a minute on two CPU cores for ~7,000 images of 28 x 28, and reused from
-a cache afterwards. Method ``catdiff-simclr-v1``:
+Fully offline, trained once per training set and reused from a cache. Method
+``catdiff-simclr-v1``:
 
 * **Encoder**: five 3x3 conv + BatchNorm + ReLU layers, widths w, 2w, 2w, 4w, 4w (strides
   1, 2, 1, 2, 1), global average pooling -> 4w features (64 for w=16, ~70k parameters).
@@ -14,10 +14,9 @@ a cache afterwards. Method ``catdiff-simclr-v1``:
 * **Loss**: NT-Xent (normalised temperature-scaled cross entropy) over the 2B views of a
   batch; AdamW with a linear warm-up and a cosine decay over a fixed number of steps.
 
-Deterministic given the seed and the thread count. The cache key is SHA-256 over the method,
-its hyperparameters (seed included), the image tensor's shape and its bytes; the file is
-``<cache_dir>/catdiff-extractor-<key[:16]>.pt``, written atomically, and holds the encoder's
-state dict, the hyperparameters and the SHA-256 of the weights (the extractor's identity).
+Deterministic given the seed and the thread count. Cached under a key over the method, its
+hyperparameters and the images (:func:`cache_key`), with the SHA-256 of the weights (the
+extractor's identity).
 """
 
 from __future__ import annotations
@@ -65,16 +64,11 @@ class Encoder(nn.Module):
 
     def __init__(self, channels: int, width: int) -> None:
         super().__init__()
-        w = width
-        plan = [(channels, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2)]
-        plan.append((4 * w, 4 * w, 1))
+        widths = [channels, width, 2 * width, 2 * width, 4 * width, 4 * width]
         layers: list[nn.Module] = []
-        for cin, cout, stride in plan:
-            layers += [
-                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ]
+        for cin, cout, stride in zip(widths, widths[1:], (1, 2, 1, 2, 1)):
+            conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            layers += [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,11 +115,8 @@ def _lr_factor(step: int, steps: int, warmup: float) -> float:
 
 
 def train_encoder(images: Tensor, hp: dict, progress: bool = True) -> tuple[Encoder, dict]:
-    """Train an :class:`Encoder` with SimCLR on uint8 images (N, C, H, W), on the CPU.
-
-    Returns the encoder (eval mode) and ``{"seconds", "cpu_seconds", "final_loss"}`` (wall
-    time, and this process's CPU time over all threads).
-    """
+    """Train an :class:`Encoder` with SimCLR on uint8 images (N, C, H, W), on the CPU: the
+    encoder (eval mode) and ``{"seconds", "cpu_seconds", "final_loss"}``."""
     n, c = images.shape[:2]
     gen = torch.Generator().manual_seed(int(hp["seed"]))
     with torch.random.fork_rng(devices=[]):
@@ -196,7 +187,7 @@ class CatdiffExtractor(FeatureExtractor):
         }
 
     def payload(self) -> dict:
-        """What :meth:`save` writes (plain types and tensors: loads with weights_only)."""
+        """Plain types and tensors: loads with weights_only."""
         state = {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()}
         return {
             "format": FORMAT,
@@ -209,7 +200,6 @@ class CatdiffExtractor(FeatureExtractor):
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (:func:`catdiff.files.save_torch`)."""
         path = Path(path).expanduser()
         save_torch(self.payload(), path)
         return path
@@ -243,11 +233,7 @@ def _read(path: Path) -> CatdiffExtractor:
 
 
 def load_extractor(path: str | Path) -> CatdiffExtractor:
-    """A saved catdiff extractor (``metrics.extractor_path=PATH``).
-
-    Raises:
-        UserError: naming ``metrics.extractor_path`` for a missing or unusable file.
-    """
+    """A saved catdiff extractor (``metrics.extractor_path=PATH``)."""
     p = Path(path).expanduser()
     if not p.is_file():
         what = "is not a file" if p.exists() else "does not exist"
@@ -277,11 +263,9 @@ def catdiff_extractor(
     progress: bool = True,
     **hparams: float,
 ) -> CatdiffExtractor:
-    """The catdiff extractor for the training images (uint8 (N, C, H, W)): cached or trained.
-
-    ``hparams`` override :data:`DEFAULTS` (e.g. ``steps=20`` in tests). ``cache_dir`` None
-    trains without caching. An unreadable or stale cache file is rebuilt with a warning.
-    """
+    """The catdiff extractor for the uint8 training images: cached or trained. ``hparams``
+    override :data:`DEFAULTS`; ``cache_dir`` None trains without caching; an unreadable or
+    stale cache file is rebuilt with a warning."""
     unknown = sorted(set(hparams) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"unknown catdiff extractor hyperparameters: {', '.join(unknown)}")

@@ -30,15 +30,8 @@ from catdiff.errors import UserError
 def spaces_of(
     images: torch.Tensor, edges: str = "none", channels: int = 1, edge_blur: float = 0.0
 ) -> dict[str, torch.Tensor]:
-    """Split uint8 images (N, C, H, W) in a run's data space into its comparable spaces.
-
-    Args:
-        images: uint8 (N, C, H, W) as the run's model sees its data (after ``data.edges``).
-        edges, channels, edge_blur: the run's ``data.edges``, ``data.channels``, ``data.edge_blur``.
-
-    Returns:
-        {space name: uint8 (N, 1 or 3, H, W)}.
-    """
+    """Split uint8 images (N, C, H, W) as the run's model sees its data (after
+    ``data.edges``) into its comparable spaces: {space name: uint8 (N, 1 or 3, H, W)}."""
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise UserError(
             f"spaces_of needs uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}"

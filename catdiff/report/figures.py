@@ -1,8 +1,7 @@
 """The report's figures (matplotlib, Agg backend, small PNGs at 100 dpi).
 
-Every function takes the arms and a PNG path, writes the figure and returns the caption text
-the report puts under it (what the line, band and error bars are), or None when there was
-nothing to draw.
+Every function takes the arms and a PNG path, writes the figure and returns its caption (what
+the line, band and error bars are), or None when there was nothing to draw.
 """
 
 from __future__ import annotations
@@ -46,12 +45,9 @@ def _colors(n: int) -> list:
 
 
 def _save(fig, path: Path) -> None:
-    write_with(  # whole or not at all, like every file a report writes
-        path,
-        lambda f: fig.savefig(
-            f, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None}
-        ),
-    )
+    """Whole or not at all, like every file a report writes."""
+    options = {"format": "png", "dpi": DPI, "bbox_inches": "tight", "metadata": {"Software": None}}
+    write_with(path, lambda f: fig.savefig(f, **options))
     _plt().close(fig)
 
 
@@ -73,19 +69,15 @@ def _yscale(ax, values: list[float]) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    out = np.empty_like(values)
-    for i in range(len(values)):
-        out[i] = values[max(0, i - window + 1) : i + 1].mean()
-    return out
-
-
 def _series(run: Run, key: str, smooth: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a logged metric, values as a running mean over ``smooth``."""
     pairs = run.history.get(key, [])
     steps = np.array([s for s, _ in pairs], dtype=float)
     values = np.array([v for _, v in pairs], dtype=float)
-    if smooth > 1 and len(values):
-        values = _running_mean(values, smooth)
+    if smooth > 1:
+        values = np.array(
+            [values[max(0, i - smooth + 1) : i + 1].mean() for i in range(len(values))]
+        )
     return steps, values
 
 
@@ -194,6 +186,10 @@ def grid_run(arm: Arm, tag: str) -> Run | None:
     return next((r for r in arm.runs if (r.eval_dir(tag) / "grid.png").is_file()), None)
 
 
+def _grid_runs(arms: list[Arm], tag: str) -> list[tuple[Arm, Run]]:
+    return [(a, r) for a in arms if (r := grid_run(a, tag)) is not None]
+
+
 def _cell(run: Run) -> tuple[int, int]:
     """(height, width) of one sample in catdiff's grids; channels that are not RGB are side by
     side (catdiff.images.channels_side_by_side)."""
@@ -227,8 +223,7 @@ def _show(ax, image: np.ndarray) -> None:
 def sample_grids(arms: list[Arm], tag: str, path: Path) -> str | None:
     """The eval grid of one run per arm (lowest seed with a grid), side by side."""
     plt = _plt()
-    shown = [(a, grid_run(a, tag)) for a in arms]
-    shown = [(a, r) for a, r in shown if r is not None]
+    shown = _grid_runs(arms, tag)
     if not shown:
         return None
     images = [read_png(r.eval_dir(tag) / "grid.png") for _, r in shown]
@@ -248,15 +243,14 @@ def sample_grids(arms: list[Arm], tag: str, path: Path) -> str | None:
 def zoom_grids(arms: list[Arm], tag: str, path: Path) -> str | None:
     """The first few samples of each arm's grid, nearest-neighbour x8, one row per arm."""
     plt = _plt()
-    shown = [(a, grid_run(a, tag)) for a in arms]
-    shown = [(a, r) for a, r in shown if r is not None]
+    shown = _grid_runs(arms, tag)
     if not shown:
         return None
-    strips = []
-    for _, run in shown:
-        image = read_png(run.eval_dir(tag) / "grid.png")
-        strip = first_samples(image, _cell(run), ZOOM_CELLS)
-        strips.append(strip.repeat(ZOOM, axis=0).repeat(ZOOM, axis=1))
+    strips = [
+        first_samples(read_png(run.eval_dir(tag) / "grid.png"), _cell(run), ZOOM_CELLS)
+        for _, run in shown
+    ]
+    strips = [s.repeat(ZOOM, axis=0).repeat(ZOOM, axis=1) for s in strips]
     width = max(s.shape[1] for s in strips) / DPI
     heights = [s.shape[0] / DPI + 0.3 for s in strips]
     fig, axes = plt.subplots(

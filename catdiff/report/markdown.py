@@ -44,19 +44,14 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def _q(text: str) -> str:
-    return shlex.quote(text)
-
-
-def _pipe(text: Any) -> str:
-    return str(text).replace("|", "\\|")
+_q = shlex.quote
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(_pipe(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(_pipe(c) for c in row) + " |" for row in rows]
-    return lines
+    def line(cells: list[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]
 
 
 def _seconds(s: float | None) -> str:
@@ -97,13 +92,9 @@ def _header(rep: Report) -> list[str]:
             f"**Fixture: the evaluation numbers are not results ({'; '.join(sorted(fixture))}).**",
             "",
         ]
-    lines += [
-        "Folders used:",
-        "",
-    ]
+    lines += ["Folders used:", ""]
     for src in rep.sources:
-        used = len(src.runs)
-        what = f"{src.kind} folder, {used} of {src.members} runs used"
+        what = f"{src.kind} folder, {len(src.runs)} of {src.members} runs used"
         lines.append(f"- `{shown(src.path)}` ({what})")
     lines.append("")
     return lines
@@ -230,9 +221,7 @@ def _per_run_table(rep: Report) -> list[str]:
         for arm in rep.arms:
             for run in arm.runs:
                 row = [f"`{_run_name(rep, run)}`", f"`{arm.label}`", str(run.seed), _int(run.steps)]
-                for m in metrics:
-                    row.append(_value(m.get(run), m.fmt))
-                rows.append(row)
+                rows.append(row + [_value(m.get(run), m.fmt) for m in metrics])
         lines += ([f"**{title}**", ""] if title else []) + _table(header, rows) + [""]
     lines += ["</details>", ""]
     return lines
@@ -257,11 +246,7 @@ def _eval_settings(rep: Report) -> str:
         values = sorted({str(ev.get(key)) for ev in evs if ev.get(key) is not None})
         if values:
             parts.append(f"{key}={'/'.join(values)}")
-    refs = {
-        f"{(ev.get('reference') or {}).get('split')} split, n={(ev.get('reference') or {}).get('n')}"
-        for ev in evs
-        if ev.get("reference")
-    }
+    refs = {f"{r.get('split')} split, n={r.get('n')}" for ev in evs if (r := ev.get("reference"))}
     if refs:
         parts.append("reference: " + "; ".join(sorted(refs)))
     return ", ".join(parts) or "settings not recorded"
@@ -272,12 +257,13 @@ def _verdict_section(rep: Report) -> list[str]:
     if len(rep.arms) < 2:
         return lines + ["One arm only: nothing to compare.", ""]
     ref = rep.arms[0]
+    seeds = "/".join(str(n) for n in sorted({len(a.runs) for a in rep.arms}))
     lines += [
         f"Rule: each arm is compared with the first arm (`{ref.label}`) on the per-seed values. "
         "Two numbers: the two-sided Welch t-test p-value, and the effect size |diff| / s, "
         "with s = sqrt((s_a² + s_b²) / 2) the pooled seed standard deviation. A difference "
         "is called *larger than the seed-to-seed spread* when p < 0.05, otherwise *not "
-        f"distinguishable from seed noise*. With {_seed_counts(rep)} seeds per arm only large, "
+        f"distinguishable from seed noise*. With {seeds} seeds per arm only large, "
         "consistent differences pass; no correction for the number of comparisons below.",
         "",
     ]
@@ -293,11 +279,6 @@ def _verdict_section(rep: Report) -> list[str]:
             lines.append(f"- Caveat: {caveat}.")
         lines.append("")
     return lines
-
-
-def _seed_counts(rep: Report) -> str:
-    counts = sorted({len(a.runs) for a in rep.arms})
-    return "/".join(str(n) for n in counts)
 
 
 def _comparison_text(c: stats.Comparison, m: Metric, arm: str) -> str:
@@ -349,9 +330,7 @@ def machine_text(rep: Report) -> str:
     )
     if machines:
         return (
-            "Machine (recorded by `catdiff.evaluate` in the eval results): "
-            + "; ".join(machines)
-            + "."
+            f"Machine (recorded by `catdiff.evaluate` in the eval results): {'; '.join(machines)}."
         )
     try:
         from importlib.metadata import version
@@ -369,62 +348,36 @@ def machine_text(rep: Report) -> str:
 
 def _compute_section(rep: Report) -> list[str]:
     lines = ["## Compute", ""]
-    header = [
-        "arm",
-        "runs",
-        "steps per run",
-        "images seen per run",
-        "parameters",
-        "training time (sum)",
-        "eval time (sum)",
-    ]
+    header = ["arm", "runs", "steps per run", "images seen per run", "parameters"]
+    header += ["training time (sum)", "eval time (sum)"]
     rows, total_train, total_eval, total_images = [], 0.0, 0.0, 0
     for arm in rep.arms:
         steps = sorted({r.steps for r in arm.runs if r.steps is not None})
         images = sorted({r.images_seen for r in arm.runs if r.images_seen is not None})
         train = [r.metrics.get("wall_time_s") for r in arm.runs]
         train = [float(t) for t in train if isinstance(t, int | float)]
-        ev = [_eval_total(r, rep.tag) for r in arm.runs]
-        ev = [t for t in ev if t is not None]
+        ev = [t for t in (_eval_total(r, rep.tag) for r in arm.runs) if t is not None]
         total_train += sum(train)
         total_eval += sum(ev)
         total_images += sum(r.images_seen or 0 for r in arm.runs)
-        rows.append(
-            [
-                f"`{arm.label}`",
-                str(len(arm.runs)),
-                "/".join(_int(s) for s in steps) or "-",
-                "/".join(_int(i) for i in images) or "-",
-                _int(rep.params.get(arm.label)),
-                _seconds(sum(train)) if train else "-",
-                _seconds(sum(ev)) if ev else "-",
-            ]
-        )
-    rows.append(
-        [
-            "**total**",
-            str(len(rep.runs)),
-            "",
-            f"{total_images:,} (all runs)",
-            "",
-            _seconds(total_train),
-            _seconds(total_eval) if total_eval else "-",
-        ]
-    )
+        row = [f"`{arm.label}`", str(len(arm.runs))]
+        row += ["/".join(_int(s) for s in steps) or "-", "/".join(_int(i) for i in images) or "-"]
+        row += [_int(rep.params.get(arm.label)), _seconds(sum(train)) if train else "-"]
+        rows.append(row + [_seconds(sum(ev)) if ev else "-"])
+    total = ["**total**", str(len(rep.runs)), "", f"{total_images:,} (all runs)", ""]
+    rows.append(total + [_seconds(total_train), _seconds(total_eval) if total_eval else "-"])
     lines += _table(header, rows) + [""]
+    counted = any(v is not None for v in rep.params.values())
+    param_note = "catdiff.models" if counted else "unavailable"
     lines += [
         "Images seen = steps x batch size x world size. Training time: `wall_time_s` of each "
         "run's `metrics.json` (the fit, without start-up); eval time: `wall_time_s.total` of "
-        f"the eval results. Parameters: counted from the model config ({_param_note(rep)}).",
+        f"the eval results. Parameters: counted from the model config ({param_note}).",
         "",
         machine_text(rep),
         "",
     ]
     return lines
-
-
-def _param_note(rep: Report) -> str:
-    return "catdiff.models" if any(v is not None for v in rep.params.values()) else "unavailable"
 
 
 def _eval_total(run: Run, tag: str | None) -> float | None:
@@ -519,7 +472,6 @@ def eval_commands(src: Source, tag: str | None) -> list[str]:
     runs = [r for r in src.runs if tag and tag in r.evals]
     if not runs:
         return []
-
     opts = {eval_options(r.evals[tag]) for r in runs}
     if len(opts) == 1 and len(runs) > 1:
         if src.kind == "sweep" and len(runs) == src.members:
@@ -542,12 +494,10 @@ def _reproduce_section(rep: Report) -> list[str]:
         "## Reproduce",
         "",
         "Training (each writes a new sweep folder under `outputs/<name>/`):",
-        "",
-        "```bash",
     ]
+    lines += ["", "```bash"]
     for src in rep.sources:
-        lines.append(f"# {shown(src.path)}")
-        lines.append(train_command(src))
+        lines += [f"# {shown(src.path)}", train_command(src)]
     lines += ["```", ""]
     evals = [c for src in rep.sources for c in eval_commands(src, rep.tag)]
     if evals:
@@ -557,13 +507,9 @@ def _reproduce_section(rep: Report) -> list[str]:
 
 
 def render(rep: Report) -> str:
-    lines = _header(rep)
-    lines += _arms_section(rep)
-    lines += _metrics_section(rep)
-    lines += _verdict_section(rep)
-    lines += _figures_section(rep)
-    lines += _compute_section(rep)
-    lines += _reproduce_section(rep)
+    sections = (_header, _arms_section, _metrics_section, _verdict_section, _figures_section)
+    lines = [line for section in sections for line in section(rep)]
+    lines += _compute_section(rep) + _reproduce_section(rep)
     if rep.notes is not None:
         lines += ["## Discussion", "", rep.notes.strip(), ""]
     if rep.warnings:

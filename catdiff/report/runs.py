@@ -71,16 +71,9 @@ class Run:
         return self.metrics.get("global_step")
 
     @property
-    def world_size(self) -> int:
-        return int(self.metrics.get("world_size") or 1)
-
-    @property
-    def batch_size(self) -> int | None:
-        return (self.config.get("data") or {}).get("batch_size")
-
-    @property
     def images_per_step(self) -> int | None:
-        return None if self.batch_size is None else self.batch_size * self.world_size
+        batch = (self.config.get("data") or {}).get("batch_size")
+        return None if batch is None else batch * int(self.metrics.get("world_size") or 1)
 
     @property
     def images_seen(self) -> int | None:
@@ -174,8 +167,7 @@ def read_csv_history(path: Path) -> dict[str, list[tuple[int, float]]]:
 
 def wandb_records(path: Path) -> Iterator[Any]:
     """The protobuf records of an offline W&B run file (``run-<id>.wandb``): W&B's
-    LevelDB-style log, 32 KiB blocks of chunks with a 7-byte header (crc32, length, type).
-    tests/test_wandb.py reads the logger's output with it."""
+    LevelDB-style log, 32 KiB blocks of chunks with a 7-byte header (crc32, length, type)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
@@ -259,13 +251,10 @@ def read_run(path: Path, source: Path, warn: list[str]) -> Run | None:
         warn.append(f"{path}: no metrics.json (training unfinished or failed), skipped")
         return None
     metrics = _load_json(path / "metrics.json")
-    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides_file, hydra_file = path / ".hydra" / "overrides.yaml", path / ".hydra" / "hydra.yaml"
     overrides = _load_yaml(overrides_file) if overrides_file.is_file() else []
-    hydra_file = path / ".hydra" / "hydra.yaml"
-    hydra_overrides = []
-    if hydra_file.is_file():
-        hydra_cfg = (_load_yaml(hydra_file) or {}).get("hydra", {})
-        hydra_overrides = list((hydra_cfg.get("overrides") or {}).get("hydra") or [])
+    hydra_cfg = (_load_yaml(hydra_file) or {}).get("hydra", {}) if hydra_file.is_file() else {}
+    hydra_overrides = (hydra_cfg.get("overrides") or {}).get("hydra") or []
     history, history_from = read_history(path)
     return Run(
         path=path,

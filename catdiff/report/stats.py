@@ -1,16 +1,13 @@
 """Seed statistics and the verdict rule: is a difference between two arms larger than the
 seed-to-seed spread?
 
-Rule (stated in every report): each arm is compared with the reference arm (the first one)
-on the per-seed values of a metric, by
-  * a two-sided Welch t-test (unequal variances): its p-value, and
-  * the effect size |diff| / s_pooled, with s_pooled = sqrt((s_a^2 + s_b^2) / 2) and s the
-    sample standard deviation over seeds.
-A difference is called *larger than the seed-to-seed spread* when p < 0.05. Otherwise it is
-*not distinguishable from seed noise at n seeds*; when the effect size is still >= 2 the
-verdict adds that more seeds could tell. There is no correction for multiple comparisons.
-The p-value comes from scipy when it is installed, else from the same formula computed here
-(the regularized incomplete beta function); both agree to ~1e-10.
+Rule (stated in every report): each arm is compared with the first on the per-seed values of
+a metric by a two-sided Welch t-test (unequal variances) and the effect size |diff| /
+s_pooled, s_pooled = sqrt((s_a^2 + s_b^2) / 2) over the sample standard deviations. p < 0.05
+is *larger than the seed-to-seed spread*, else *not distinguishable from seed noise at n
+seeds* (with a hint that more seeds could tell when the effect size is still >= 2); no
+correction for multiple comparisons. The p-value comes from scipy when installed, else from
+the regularized incomplete beta function computed here (both agree to ~1e-10).
 """
 
 from __future__ import annotations
@@ -44,19 +41,15 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 500):
         m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
+        even = m * (b - m) * x / ((qam + m2) * (a + m2))
+        odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        for aa in (even, odd):  # the two half-steps of one Lentz iteration
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            delta = d * c
+            h *= delta
         if abs(delta - 1.0) < eps:
             break
     return h

@@ -2,13 +2,11 @@
 share a column.
 
 The report names no metric: every score of an eval ``metrics.json`` becomes an
-:class:`Entry` (:func:`entries`), from the self-describing ``scores`` entries that
-catdiff.evaluate writes for its metrics (layout: :mod:`catdiff.metrics.metric`) and from the
-keys that predate them (``fid``, ``kid``, ``detail``, ``nll``: their descriptions are
-:data:`FIXED_KEYS` and :func:`_nll_entry`). Values share a column only when they are
-comparable: same score, same space, same feature extractor (by sha256) for scores on the
-extractor's features (each such (space, extractor) pair gets its own table), same settings
-(e.g. bits/dim grouped by how they were estimated: mode, split, sigma, timesteps per image).
+:class:`Entry`, from the self-describing ``scores`` (layout: :mod:`catdiff.metrics.metric`)
+and from the keys that predate them (``fid``, ``kid``, ``detail``, ``nll``). Values share a
+column only when they are comparable: same score, same space, same feature extractor (by
+sha256; each (space, extractor) pair gets its own table), same settings (e.g. bits/dim
+grouped by how they were estimated: mode, split, sigma, timesteps per image).
 """
 
 from __future__ import annotations
@@ -19,24 +17,12 @@ from typing import Any
 
 from catdiff.report.runs import Run
 
-# Config keys that change what a training loss measures: if arms differ in one, their loss
-# values are on different scales (not a quality comparison).
-LOSS_TARGET_KEYS = (
-    "diffusion.loss",
-    "diffusion.huber_delta",
-    "diffusion.objective",
-    "diffusion.schedule",
-    "diffusion.T",
-    "diffusion.beta_start",
-    "diffusion.beta_end",
-    "data.edges",
-    "data.edge_blur",
-    "data.channels",
-    "data.image_size",
-    "data.source",
-)
-# ... and those that change what bits/dim are measured on.
+# Config keys that change what bits/dim are measured on ...
 DATA_KEYS = ("data.edges", "data.edge_blur", "data.channels", "data.image_size", "data.source")
+# ... and what a training loss measures: if arms differ in one, their loss values are on
+# different scales (not a quality comparison).
+_DIFFUSION_LEAVES = ("loss", "huber_delta", "objective", "schedule", "T", "beta_start", "beta_end")
+LOSS_TARGET_KEYS = tuple(f"diffusion.{k}" for k in _DIFFUSION_LEAVES) + DATA_KEYS
 
 
 @dataclass
@@ -227,23 +213,10 @@ def _varying(settings: list[tuple[tuple[str, str], ...]]) -> list[str]:
 def metrics_for(runs: list[Run], tag: str | None) -> list[Metric]:
     """The table's columns: final losses, then one column per comparable group of each eval
     score (scores in the order they first appear; spaces gray first)."""
+    loss = {"lower_is_better": None, "sensitive_to": LOSS_TARGET_KEYS, "measures": "loss values"}
     metrics = [
-        Metric(
-            "train_loss",
-            "final train loss",
-            _final("final/train/loss"),
-            None,
-            LOSS_TARGET_KEYS,
-            measures="loss values",
-        ),
-        Metric(
-            "val_loss",
-            "final val loss (EMA)",
-            _final("final/val/loss"),
-            None,
-            LOSS_TARGET_KEYS,
-            measures="loss values",
-        ),
+        Metric("train_loss", "final train loss", _final("final/train/loss"), **loss),
+        Metric("val_loss", "final val loss (EMA)", _final("final/val/loss"), **loss),
     ]
     found: dict[int, dict[tuple, Entry]] = {}  # id(run) -> column -> entry
     first: dict[tuple, Entry] = {}  # column -> its first entry, in order of appearance
