@@ -27,16 +27,6 @@ from catdiff.diffusion.generate import (
 from catdiff.errors import UserError
 from catdiff.images import grid, save_png, to_uint8, trajectory_grid, zoom
 
-__all__ = [
-    "generate",
-    "load_checkpoint",
-    "load_model",
-    "main",
-    "pick_device",
-    "run",
-    "with_precision",
-]
-
 
 def sample_label(sampler: object) -> str:
     """``<sampler>[-<steps>]`` (``ddim-50``, ``ddpm``): the default sample folder's stem."""

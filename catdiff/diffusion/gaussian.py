@@ -166,6 +166,10 @@ class GaussianDiffusion(torch.nn.Module):
         t_sampling = "" if self.t_sampling == "uniform" else f", t_sampling={self.t_sampling!r}"
         return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}{weight}{t_sampling}"
 
+    def _coefs(self, t: torch.Tensor | int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), each shaped to broadcast against x."""
+        return _gather(self.sqrt_alpha_bar, t, x), _gather(self.sqrt_one_minus_alpha_bar, t, x)
+
     # ---- forward process q --------------------------------------------------------------
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -174,10 +178,8 @@ class GaussianDiffusion(torch.nn.Module):
         Args: x0 (B, C, H, W) clean images; t (B,) long; noise (B, C, H, W) ~ N(0, I).
         Returns: x_t (B, C, H, W).
         """
-        return (
-            _gather(self.sqrt_alpha_bar, t, x0) * x0
-            + _gather(self.sqrt_one_minus_alpha_bar, t, x0) * noise
-        )
+        a, s = self._coefs(t, x0)
+        return a * x0 + s * noise
 
     def q_posterior(
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -195,42 +197,34 @@ class GaussianDiffusion(torch.nn.Module):
         self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        return (x_t - _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * eps) / _gather(
-            self.sqrt_alpha_bar, t, x_t
-        )
+        a, s = self._coefs(t, x_t)
+        return (x_t - s * eps) / a
 
     def predict_eps_from_x0(
         self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
     ) -> torch.Tensor:
         """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)."""
-        return (x_t - _gather(self.sqrt_alpha_bar, t, x_t) * x0) / _gather(
-            self.sqrt_one_minus_alpha_bar, t, x_t
-        )
+        a, s = self._coefs(t, x_t)
+        return (x_t - a * x0) / s
 
     def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022)."""
-        return (
-            _gather(self.sqrt_alpha_bar, t, x0) * eps
-            - _gather(self.sqrt_one_minus_alpha_bar, t, x0) * x0
-        )
+        a, s = self._coefs(t, x0)
+        return a * eps - s * x0
 
     def predict_x0_from_v(
         self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
-        return (
-            _gather(self.sqrt_alpha_bar, t, x_t) * x_t
-            - _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * v
-        )
+        a, s = self._coefs(t, x_t)
+        return a * x_t - s * v
 
     def predict_eps_from_v(
         self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t."""
-        return (
-            _gather(self.sqrt_alpha_bar, t, x_t) * v
-            + _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * x_t
-        )
+        a, s = self._coefs(t, x_t)
+        return a * v + s * x_t
 
     def model_to_x0_eps(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor

@@ -86,12 +86,7 @@ class Throughput(Callback):
         self._images = 0
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         self._images += batch.shape[0] * trainer.world_size
         if self._t0 is None:  # the first step carries warm-up costs: start the clock after it
@@ -147,12 +142,7 @@ class Snapshots(Callback):
         self._last_saved = step  # a finished run started again does not snapshot its end twice
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
