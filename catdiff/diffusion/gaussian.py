@@ -173,11 +173,7 @@ class GaussianDiffusion(torch.nn.Module):
     # ---- forward process q --------------------------------------------------------------
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: noise t+1 steps in one go.
-
-        Args: x0 (B, C, H, W) clean images; t (B,) long; noise (B, C, H, W) ~ N(0, I).
-        Returns: x_t (B, C, H, W).
-        """
+        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: noise t+1 steps in one go."""
         a, s = self._coefs(t, x0)
         return a * x0 + s * noise
 
@@ -304,8 +300,6 @@ class GaussianDiffusion(torch.nn.Module):
         mu_tilde_t = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta).
 
         Args:
-            model_output: (B, C, H, W) network output for x_t, read according to the objective.
-            x_t: (B, C, H, W); t: (B,) long.
             clip_x0: clip the predicted x0 to [-1, 1] before forming the mean (Ho et al. 2020).
             sigma: the variance (config key ``sampler.sigma``): ``"beta_tilde"`` the posterior
                 variance beta_tilde_t (the seed), or ``"beta"`` beta_t (Ho et al. 2020 found both
@@ -336,16 +330,9 @@ class GaussianDiffusion(torch.nn.Module):
 
         (The seed writes ``+ beta_tilde_t z``; the standard deviation is sqrt(beta_tilde_t).)
 
-        Args:
-            model_output: (B, C, H, W) network output for (x_t, t).
-            x_t: (B, C, H, W) current sample.
-            t: int or (B,) long tensor, the timestep of x_t.
-            noise: z ~ N(0, I) of shape (B, C, H, W); it is applied only where t > 0 (the last
-                step, t = 0, returns the mean). None adds no noise anywhere.
-            clip_x0, sigma: as in ``p_mean_variance``.
-
-        Returns:
-            x_{t-1} (B, C, H, W); after t = 0 this is the generated image.
+        ``t`` is an int or a (B,) long tensor; ``noise`` z ~ N(0, I) (B, C, H, W) is applied only
+        where t > 0 (the last step, t = 0, returns the mean, the generated image), None adds none;
+        ``clip_x0`` and ``sigma`` as in ``p_mean_variance``.
         """
         if isinstance(t, int):
             t = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)

@@ -24,12 +24,8 @@ log = logging.getLogger(__name__)
 
 class SampleGrid(Callback):
     """Every ``every_n_steps`` (and at the end of training), sample ``n`` images with the EMA
-    weights from a fixed seed and write ``<dirpath>/step_XXXXXXX.png``; also sent to loggers
-    that take images (W&B, TensorBoard) as uint8.
-
-    A fixed seed means successive grids show the same noise being denoised by a better model.
-    ``sampler`` is usually a few-step sampler (DDIM 50) so grids cost seconds, not minutes.
-    """
+    weights from a fixed seed, so successive grids show the same noise denoised by a better
+    model; written to ``<dirpath>/step_XXXXXXX.png`` and sent to loggers that take images."""
 
     def __init__(
         self,
