@@ -18,12 +18,10 @@ sampler's means ``sampler.<key>``: ``steps=50`` is ``sampler.steps=50`` (likewis
 cannot read as they stand (run folders named ``0_diffusion.loss=l2,seed=2``) are taken as
 strings.
 
-Mistakes give one line naming the key and exit status 2: an unknown key, a value of the wrong
-type (``n=many``), a missing required value (``ckpt``), a sampler that does not exist.
-
-Every entry point reports a mistake with one line on stderr that names the key and exit code
-2 (a diverged training run: one line and exit code 1); ``HYDRA_FULL_ERROR=1`` shows the full
-trace instead. :func:`describe` writes the line; :func:`run_hydra` and :func:`one_line_errors`
+Every entry point reports a mistake (an unknown key, a value of the wrong type such as
+``n=many``, a missing required value, a sampler that does not exist) with one line on stderr
+that names the key and exit code 2 (a diverged training run: one line and exit code 1);
+``HYDRA_FULL_ERROR=1`` shows the full trace instead. :func:`describe` writes the line; :func:`run_hydra` and :func:`one_line_errors`
 are where ``@hydra.main`` (training) catches the errors, :func:`run_main` where the composed
 entry points do.
 """
@@ -47,7 +45,7 @@ from omegaconf.errors import (
 )
 
 from catdiff.allocator import keep_freed_memory
-from catdiff.config import check_value_types, conf_dir
+from catdiff.config import build, check_value_types, conf_dir
 from catdiff.errors import TrainingDiverged, UserError
 from catdiff.validate import check_values
 
@@ -140,7 +138,6 @@ def _as_override(arg: str) -> Any:
     """``arg`` parsed as a Hydra override; a ``key=value`` whose value the grammar cannot read
     as a single value (``=`` or ``,`` in a path) is re-read with the value quoted."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     parser = OverridesParser.create()
     try:
@@ -181,8 +178,6 @@ def compose_config(name: str, argv: list[str]) -> DictConfig:
     overrides, with the shorthands above). The group choices stay readable through
     :func:`choice` (Hydra's ``HydraConfig``, as under ``@hydra.main``). Raises UserError."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     overrides = [_as_override(arg) for arg in argv]
     try:  # the defaults for this command line's group choices: which keys exist, their types
@@ -242,10 +237,6 @@ def sampler_name(sampler: Any) -> str:
 def build_sampler(name: str, **options: Any) -> Any:
     """The sampler ``conf/sampler/<name>.yaml`` builds, with ``options`` over its keys
     (``build_sampler("dpm_solver", steps=25)``): for code that picks a sampler by name."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from catdiff.config import build
 
     def value(v: Any) -> str:
         return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)

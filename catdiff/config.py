@@ -106,10 +106,9 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
 def _is_config_mistake(error: BaseException | None) -> bool:
     if isinstance(error, TypeError | ValueError):
         return True
-    try:  # Lightning's "you asked for something this Trainer cannot do"
-        from lightning.fabric.utilities.exceptions import MisconfigurationException
-    except ImportError:  # pragma: no cover
-        return False
+    # Lightning's "you asked for something this Trainer cannot do"
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     return isinstance(error, MisconfigurationException)
 
 

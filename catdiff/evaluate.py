@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdiff.checkpoints import load_checkpoint, load_model
 from catdiff.cli import run_main, sampler_name
-from catdiff.config import build, conf_dir
+from catdiff.config import build
 from catdiff.diffusion.generate import generate, pick_device
 from catdiff.errors import UserError
 from catdiff.files import save_torch, writable_folder, write_text
@@ -36,7 +36,6 @@ from catdiff.metrics.nll import nll_bpd
 from catdiff.metrics.score import ExtractorOptions, score, summary
 from catdiff.validate import check_steps_against_T
 
-CONF = conf_dir() / "evaluate.yaml"
 EVAL_FORMAT = 1
 
 

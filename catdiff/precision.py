@@ -16,6 +16,14 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively (a CUDA GPU with bf16, or a CPU with
+    AVX-512 BF16 / AMX); elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_fast_bf16()
+
+
 def uses_gpu(accelerator: str) -> bool:
     """Whether Lightning's ``trainer.accelerator`` value trains on a CUDA GPU here."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -29,13 +37,8 @@ def auto_precision(accelerator: str = "auto") -> str:
     bf16 is slower than fp32; with it, half the bytes per activation and the faster bf16 kernels
     make the training step faster (by how much: the README's Speed section).
     """
-    if uses_gpu(accelerator):
-        return (
-            "bf16-mixed"
-            if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            else "32-true"
-        )
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+    device = torch.device("cuda" if uses_gpu(accelerator) else "cpu")
+    return "bf16-mixed" if bf16_is_native(device) else "32-true"
 
 
 def auto_channels_last(accelerator: str, precision: str) -> bool:

@@ -21,10 +21,12 @@ from catdiff.files import load_user_file
 log = logging.getLogger("catdiff.train")
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_root: str, name: str) -> str | None:
-    """``None``, a checkpoint file, or ``last``: the newest ``last.ckpt`` among runs named ``name``."""
-    if not ckpt_path:
-        return None
+def checkpoint_to_resume(
+    ckpt_path: str | None, run_dir: Path, output_root: str, name: str
+) -> str | None:
+    """The checkpoint this job starts from: the file asked for, or for ``last`` the newest
+    ``last.ckpt`` among runs named ``name``; else its own ``last.ckpt`` (a requeued job), else
+    ``None`` (a fresh run)."""
     if ckpt_path == "last":
         found = sorted(
             Path(output_root, name).glob("**/checkpoints/last.ckpt"),
@@ -35,21 +37,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_root: str, name: str) -> str
                 f"ckpt_path=last: no checkpoints/last.ckpt under {Path(output_root, name)}; pass ckpt_path=PATH"
             )
         return str(found[-1])
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path={ckpt_path} does not exist")
-    return ckpt_path
-
-
-def checkpoint_to_resume(
-    ckpt_path: str | None, run_dir: Path, output_root: str, name: str
-) -> str | None:
-    """The checkpoint this job starts from: the one asked for, else its own ``last.ckpt`` (a
-    requeued job), else ``None`` (a fresh run)."""
-    chosen = resolve_ckpt_path(ckpt_path, output_root, name)
+    if ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise UserError(f"ckpt_path={ckpt_path} does not exist")
+        return ckpt_path
     own_last = run_dir / "checkpoints" / "last.ckpt"
-    if chosen is None and own_last.is_file():
-        chosen = str(own_last)
-    return chosen
+    return str(own_last) if own_last.is_file() else None
 
 
 def read_checkpoint(ckpt_path: str) -> dict[str, Any]:

@@ -29,16 +29,6 @@ from catdiff.files import writable_folder
 from catdiff.images import grid, save_png, to_uint8, trajectory_grid, zoom
 from catdiff.validate import check_steps_against_T
 
-__all__ = [
-    "generate",
-    "load_checkpoint",
-    "load_model",
-    "main",
-    "pick_device",
-    "run",
-    "with_precision",
-]
-
 
 def sample_label(sampler: object) -> str:
     """``<sampler>[-<steps>]`` (``ddim-50``, ``ddpm``): the default sample folder's stem."""

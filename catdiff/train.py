@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from catdiff.cli import describe, one_line_errors, run_hydra
+from catdiff.cli import one_line_errors, run_hydra
 from catdiff.config import (
     build,
     check_devices,
@@ -37,10 +37,8 @@ from catdiff.resume import (
     read_checkpoint,
     requeue_if_signalled,
 )
-from catdiff.runtime import choose_omp_wait_policy, prepare_process
+from catdiff.runtime import prepare_process
 from catdiff.validate import check_train_config
-
-__all__ = ["TrainingDiverged", "choose_omp_wait_policy", "cli", "describe", "main", "train"]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -181,9 +181,10 @@ def test_periodic_evaluation_logs_fid_during_training(tmp_path: Path) -> None:
 def test_eval_folder_names_the_spacing_unless_trailing() -> None:
     from omegaconf import OmegaConf
 
-    from catdiff.evaluate import CONF, tag
+    from catdiff.config import conf_dir
+    from catdiff.evaluate import tag
 
-    cfg = OmegaConf.load(CONF)
+    cfg = OmegaConf.load(conf_dir() / "evaluate.yaml")
     cfg.n = 1000
     assert tag(cfg, "dpm_solver", 20, "logsnr") == "dpm_solver20-logsnr_n1000"
     assert tag(cfg, "ddim", 50, "trailing") == "ddim50_n1000"  # the name results had before logsnr

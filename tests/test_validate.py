@@ -209,7 +209,7 @@ def test_a_config_that_passes_validation_trains(fast_cfg, data) -> None:
 @settings(max_examples=60, deadline=None)
 @given(blob=st.binary(max_size=2048))
 def test_random_bytes_as_a_checkpoint_are_refused_in_one_line(tmp_path_factory, blob) -> None:
-    from catdiff.sample import load_checkpoint
+    from catdiff.checkpoints import load_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "x.ckpt"
     path.write_bytes(blob)

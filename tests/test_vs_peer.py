@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from catdiff.checkpoints import load_checkpoint, load_model
 from catdiff.errors import UserError
 from catdiff.metrics.copying import copying, nearest_distances
 from catdiff.metrics.detail import laplacian_energy
-from catdiff.sample import load_checkpoint, load_model
 from experiments.vs_diffusers import peer
 from experiments.vs_diffusers.cli import parse
 from experiments.vs_diffusers.data import training_images

@@ -166,18 +166,16 @@ class GaussianDiffusion(torch.nn.Module):
         t_sampling = "" if self.t_sampling == "uniform" else f", t_sampling={self.t_sampling!r}"
         return f"T={self.T}, objective={self.objective!r}, loss={self.loss!r}{weight}{t_sampling}"
 
+    def _coefs(self, t: torch.Tensor | int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), each shaped to broadcast against x."""
+        return _gather(self.sqrt_alpha_bar, t, x), _gather(self.sqrt_one_minus_alpha_bar, t, x)
+
     # ---- forward process q --------------------------------------------------------------
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: noise t+1 steps in one go.
-
-        Args: x0 (B, C, H, W) clean images; t (B,) long; noise (B, C, H, W) ~ N(0, I).
-        Returns: x_t (B, C, H, W).
-        """
-        return (
-            _gather(self.sqrt_alpha_bar, t, x0) * x0
-            + _gather(self.sqrt_one_minus_alpha_bar, t, x0) * noise
-        )
+        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: noise t+1 steps in one go."""
+        a, s = self._coefs(t, x0)
+        return a * x0 + s * noise
 
     def q_posterior(
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -195,42 +193,34 @@ class GaussianDiffusion(torch.nn.Module):
         self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        return (x_t - _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * eps) / _gather(
-            self.sqrt_alpha_bar, t, x_t
-        )
+        a, s = self._coefs(t, x_t)
+        return (x_t - s * eps) / a
 
     def predict_eps_from_x0(
         self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
     ) -> torch.Tensor:
         """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)."""
-        return (x_t - _gather(self.sqrt_alpha_bar, t, x_t) * x0) / _gather(
-            self.sqrt_one_minus_alpha_bar, t, x_t
-        )
+        a, s = self._coefs(t, x_t)
+        return (x_t - a * x0) / s
 
     def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022)."""
-        return (
-            _gather(self.sqrt_alpha_bar, t, x0) * eps
-            - _gather(self.sqrt_one_minus_alpha_bar, t, x0) * x0
-        )
+        a, s = self._coefs(t, x0)
+        return a * eps - s * x0
 
     def predict_x0_from_v(
         self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
-        return (
-            _gather(self.sqrt_alpha_bar, t, x_t) * x_t
-            - _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * v
-        )
+        a, s = self._coefs(t, x_t)
+        return a * x_t - s * v
 
     def predict_eps_from_v(
         self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t."""
-        return (
-            _gather(self.sqrt_alpha_bar, t, x_t) * v
-            + _gather(self.sqrt_one_minus_alpha_bar, t, x_t) * x_t
-        )
+        a, s = self._coefs(t, x_t)
+        return a * v + s * x_t
 
     def model_to_x0_eps(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -310,8 +300,6 @@ class GaussianDiffusion(torch.nn.Module):
         mu_tilde_t = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta).
 
         Args:
-            model_output: (B, C, H, W) network output for x_t, read according to the objective.
-            x_t: (B, C, H, W); t: (B,) long.
             clip_x0: clip the predicted x0 to [-1, 1] before forming the mean (Ho et al. 2020).
             sigma: the variance (config key ``sampler.sigma``): ``"beta_tilde"`` the posterior
                 variance beta_tilde_t (the seed), or ``"beta"`` beta_t (Ho et al. 2020 found both
@@ -342,16 +330,9 @@ class GaussianDiffusion(torch.nn.Module):
 
         (The seed writes ``+ beta_tilde_t z``; the standard deviation is sqrt(beta_tilde_t).)
 
-        Args:
-            model_output: (B, C, H, W) network output for (x_t, t).
-            x_t: (B, C, H, W) current sample.
-            t: int or (B,) long tensor, the timestep of x_t.
-            noise: z ~ N(0, I) of shape (B, C, H, W); it is applied only where t > 0 (the last
-                step, t = 0, returns the mean). None adds no noise anywhere.
-            clip_x0, sigma: as in ``p_mean_variance``.
-
-        Returns:
-            x_{t-1} (B, C, H, W); after t = 0 this is the generated image.
+        ``t`` is an int or a (B,) long tensor; ``noise`` z ~ N(0, I) (B, C, H, W) is applied only
+        where t > 0 (the last step, t = 0, returns the mean, the generated image), None adds none;
+        ``clip_x0`` and ``sigma`` as in ``p_mean_variance``.
         """
         if isinstance(t, int):
             t = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)

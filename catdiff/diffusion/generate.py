@@ -46,21 +46,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether ``device`` computes in bf16 natively (a CUDA GPU with bf16, or a CPU with
-    AVX-512 BF16 / AMX); elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and hardware.cpu_has_fast_bf16()
-
-
 def with_precision(
     model: torch.nn.Module, precision: str, device: torch.device
 ) -> tuple[torch.nn.Module, str]:
     """(the network to sample with, the precision chosen): ``fp32`` as is, ``bf16`` a
     :class:`CastModel`, ``auto`` bf16 where the hardware runs it natively, else fp32."""
     if precision == "auto":
-        precision = "bf16" if bf16_is_native(device) else "fp32"
+        precision = "bf16" if hardware.bf16_is_native(device) else "fp32"
     if precision == "fp32":
         return model, precision
     if precision == "bf16":

@@ -23,19 +23,12 @@ def check_loss(name: str, huber_delta: float = 1.0) -> None:
 def elementwise_loss(
     name: str, pred: torch.Tensor, target: torch.Tensor, huber_delta: float = 1.0
 ) -> torch.Tensor:
-    """Loss of every element, no reduction.
+    """Loss of every element of ``pred`` against ``target`` (same shape), no reduction.
 
-    Args:
-        name: one of ``LOSSES`` (config key ``diffusion.loss``):
-            ``"l1"`` |pred - target| (the seed);
-            ``"l2"`` (pred - target)^2 (Ho et al. 2020);
-            ``"huber"`` 0.5 d^2 for |d| <= huber_delta, else huber_delta (|d| - 0.5 huber_delta)
-            (Huber 1964; robust to the rare large errors at small t).
-        pred, target: tensors of the same shape, e.g. (B, C, H, W).
-        huber_delta: where the Huber loss turns from quadratic to linear; > 0.
-
-    Returns:
-        Tensor of the same shape as pred.
+    ``name`` is one of ``LOSSES`` (config key ``diffusion.loss``): ``"l1"`` |pred - target| (the
+    seed); ``"l2"`` (pred - target)^2 (Ho et al. 2020); ``"huber"`` 0.5 d^2 for |d| <=
+    huber_delta, else huber_delta (|d| - 0.5 huber_delta) (Huber 1964; robust to the rare large
+    errors at small t).
     """
     check_loss(name, huber_delta)
     if name == "l1":

@@ -227,8 +227,7 @@ def ddim_step(
                          sqrt(1 - alpha_bar_t / alpha_bar_{t_prev})
 
     Args:
-        model_output: (B, C, H, W) network output for (x_t, t), read according to the objective.
-        x_t: (B, C, H, W); t: int or (B,) long tensor.
+        t: int or (B,) long tensor, the timestep of x_t (B, C, H, W).
         t_prev: the next timestep of the chain; -1 means the image (alpha_bar_{-1} = 1).
         eta: 0 is deterministic DDIM, 1 has DDPM's variance (beta_tilde when t_prev = t - 1).
         noise: z ~ N(0, I) (B, C, H, W); needed when eta > 0, ignored otherwise.
@@ -239,11 +238,7 @@ def ddim_step(
             False keeps the network's eps (diffusers' DDIMScheduler default). On a linear-schedule
             eps network the early x0 estimates are far outside [-1, 1] (alpha_bar_{T-1} ~ 4e-5):
             eps re-derived from their clipped values is no longer the network's noise estimate,
-            and the chain can end noisy; keeping the net's eps is what such a network was
-            sampled with (the README's "Sample" section shows both on diffusers' peer net).
-
-    Returns:
-        x_{t_prev} (B, C, H, W).
+            and the chain can end noisy (the README's "Sample" section shows both).
     """
     x0_pred, eps_pred = diffusion.model_to_x0_eps(model_output, x_t, t)
     if clip_x0:
@@ -298,12 +293,10 @@ class DDIMSampler(_StridedSampler):
         steps: number of network evaluations (config key ``sampler.steps``), 1 <= steps <= T.
         eta: stochasticity (config key ``sampler.eta``): 0 deterministic DDIM, 1 DDPM-like.
         clip_x0: clip the predicted x0 to [-1, 1] (see ``ddim_step``).
-        rederive_eps: with clip_x0, take eps from the clipped x0 (true, guided-diffusion) or keep
-            the network's (false, diffusers' default); config key ``sampler.rederive_eps``, see
-            ``ddim_step``.
-        spacing: which timesteps to visit (config key ``sampler.spacing``): ``"trailing"``
-            (Lin et al. 2024, starts at t = T-1) or ``"leading"`` (diffusers' DDIMScheduler
-            default). See ``ddim_timesteps``.
+        rederive_eps: with clip_x0, take eps from the clipped x0 (``sampler.rederive_eps``, see
+            ``ddim_step``).
+        spacing: which timesteps to visit (``sampler.spacing``, see ``ddim_timesteps``):
+            ``"trailing"``, ``"leading"`` or ``"logsnr"``.
     """
 
     def __init__(

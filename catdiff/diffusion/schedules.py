@@ -47,25 +47,13 @@ def _sigmoid(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
 
 
 def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """Return the betas beta_t, t = 0..T-1, of the named schedule.
+    """The betas beta_t, t = 0..T-1, of the named schedule: float64 (T,), values in (0, 1).
 
     Args:
-        name: one of ``SCHEDULES``:
-            ``"linear"``    beta_t evenly spaced from beta_start to beta_end (the seed, DDPM);
-            ``"cosine"``    Nichol & Dhariwal 2021, s = 0.008, betas clipped at 0.999
-                            (ignores beta_start and beta_end);
-            ``"quadratic"`` sqrt(beta_t) evenly spaced, i.e. linspace(sqrt(start), sqrt(end))**2;
-            ``"sigmoid"``   Xu et al. 2022 (GeoDiff), sigmoid(linspace(-6, 6, T)) rescaled to
-                            [beta_start, beta_end].
+        name: one of ``SCHEDULES`` (``diffusion.schedule``; each is described above).
         T: number of diffusion steps (config key ``diffusion.T``), at least 1.
-        beta_start: beta_0 for linear, quadratic and sigmoid, in (0, 1).
-        beta_end: beta_{T-1} for linear, quadratic and sigmoid, in (0, 1).
-
-    Returns:
-        float64 tensor of shape (T,), every value in (0, 1).
-
-    Raises:
-        UserError: unknown name, T < 1, or betas outside (0, 1).
+        beta_start, beta_end: beta_0 and beta_{T-1} of linear, quadratic and sigmoid (cosine
+            ignores them), in (0, 1).
     """
     check_choice("diffusion.schedule", name, SCHEDULES)
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:

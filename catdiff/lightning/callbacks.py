@@ -24,12 +24,8 @@ log = logging.getLogger(__name__)
 
 class SampleGrid(Callback):
     """Every ``every_n_steps`` (and at the end of training), sample ``n`` images with the EMA
-    weights from a fixed seed and write ``<dirpath>/step_XXXXXXX.png``; also sent to loggers
-    that take images (W&B, TensorBoard) as uint8.
-
-    A fixed seed means successive grids show the same noise being denoised by a better model.
-    ``sampler`` is usually a few-step sampler (DDIM 50) so grids cost seconds, not minutes.
-    """
+    weights from a fixed seed, so successive grids show the same noise denoised by a better
+    model; written to ``<dirpath>/step_XXXXXXX.png`` and sent to loggers that take images."""
 
     def __init__(
         self,
@@ -86,12 +82,7 @@ class Throughput(Callback):
         self._images = 0
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         self._images += batch.shape[0] * trainer.world_size
         if self._t0 is None:  # the first step carries warm-up costs: start the clock after it
@@ -147,12 +138,7 @@ class Snapshots(Callback):
         self._last_saved = step  # a finished run started again does not snapshot its end twice
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:

@@ -47,13 +47,11 @@ class DiffusionModule(L.LightningModule):
         run_config: the run's resolved config (plain dict), written into every checkpoint so
             ``catdiff.sample`` can rebuild the model without the original config files.
         seed: seeds the per-step draws of t and noise (with the rank and the step).
-        compile: run the training forward/backward through ``torch.compile(model)`` (config key
-            ``module.compile``). The first steps pay the compile time; checkpoints, the EMA and
-            sampling keep using the plain model, so nothing else changes.
-        channels_last: keep the network's conv weights (and so its activations) in the
-            ``channels_last`` memory format (config key ``module.channels_last``, resolved from
-            ``auto`` by :func:`catdiff.precision.auto_channels_last`). Same maths,
-            another layout for oneDNN's convolutions; checkpoints load into either layout.
+        compile: train through ``torch.compile(model)`` (``module.compile``); checkpoints, the
+            EMA and sampling keep using the plain model.
+        channels_last: keep the network in the ``channels_last`` memory format
+            (``module.channels_last``, see :func:`catdiff.precision.auto_channels_last`): same
+            maths, another layout for oneDNN's convolutions; checkpoints load into either.
     """
 
     def __init__(

@@ -27,10 +27,3 @@ def warmup_cosine(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
-
-
-def warmup_constant(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 200
-) -> LambdaLR:
-    """Linear warm-up over ``warmup_steps``, then the base learning rate (``total_steps`` unused)."""
-    return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps))

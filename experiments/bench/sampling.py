@@ -18,7 +18,7 @@ from catdiff.diffusion import (
     GaussianDiffusion,
     sample,
 )
-from catdiff.sample import with_precision
+from catdiff.diffusion.generate import with_precision
 
 Sampler = DDPMSampler | DDIMSampler | DPMSolverSampler
 

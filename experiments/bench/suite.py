@@ -43,10 +43,10 @@ import torch
 
 from catdiff import allocator
 from catdiff.data import synthetic_cats
+from catdiff.diffusion.generate import with_precision
 from catdiff.errors import UserError
 from catdiff.models import UNet, count_parameters
 from catdiff.precision import auto_channels_last
-from catdiff.sample import with_precision
 from experiments.bench import data_pipeline, flops, peer, profile, train_speed, workloads
 from experiments.bench.own_process import OwnProcess
 from experiments.bench.report import Report, machine_info, to_markdown, write

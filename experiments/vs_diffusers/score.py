@@ -121,7 +121,7 @@ def _sample_with_ours(
     """n uint8 samples of ``net`` with catdiff's ``sampler``, fp32 on the CPU, like
     catdiff.evaluate: the comparison is about the recipes, not sampling precision."""
     from catdiff.cli import build_sampler
-    from catdiff.sample import generate
+    from catdiff.diffusion.generate import generate
 
     spaced = {"spacing": spacing} if spacing is not None else {}  # None: the sampler's own
     chosen = build_sampler(sampler, steps=steps, clip_x0=True, **spaced)
@@ -132,7 +132,7 @@ def _sample_with_ours(
 def sample_ours(
     path: Path, n: int, seed: int, sampler: str, steps: int, spacing: str | None = None
 ) -> tuple[torch.Tensor, int, Any]:
-    from catdiff.sample import load_checkpoint, load_model
+    from catdiff.checkpoints import load_checkpoint, load_model
 
     model, diffusion, shape = load_model(load_checkpoint(path), "ema")
     return _sample_with_ours(model, diffusion, shape, n, seed, sampler, steps, spacing)
