@@ -116,9 +116,10 @@ def test_extractor_options_from_a_mapping_ignore_other_keys() -> None:
 
 
 def test_conf_lists_the_metrics_as_components() -> None:
-    from catdiff.evaluate import CONF, build_metrics
+    from catdiff.config import conf_dir
+    from catdiff.evaluate import build_metrics
 
-    metrics_cfg = OmegaConf.load(CONF).metrics
+    metrics_cfg = OmegaConf.load(conf_dir() / "evaluate.yaml").metrics
     built = build_metrics(metrics_cfg)
     assert [type(m) for m in built] == [FIDKID, DetailRatio, PrecisionRecall]
     assert (built[0].kid_subsets, built[0].kid_subset_size, built[2].k) == (100, 1000, 3)

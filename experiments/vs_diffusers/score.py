@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from catdiff.config import conf_dir
 from catdiff.errors import UserError
-from catdiff.evaluate import CONF as EVALUATE_CONF
 from catdiff.metrics.copying import copying
 from catdiff.metrics.detail import laplacian_energy
 from catdiff.metrics.fid import fid_kid, real_features
@@ -162,7 +162,7 @@ class Scorer:
         **metrics_options: Any,
     ) -> None:
         """``metrics_options`` override conf/evaluate.yaml's ``metrics.*`` (e.g. extractor_steps)."""
-        metrics = OmegaConf.load(EVALUATE_CONF).metrics
+        metrics = OmegaConf.load(conf_dir() / "evaluate.yaml").metrics
         unknown = sorted(set(metrics_options) - set(metrics) - set(metrics.fid_kid))
         if unknown:
             raise UserError(
@@ -325,7 +325,7 @@ def recipe_sampler(experiment: str = "recommended") -> tuple[str, int]:
     comparison samples catdiff's recipe."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(EVALUATE_CONF.parent), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
     return str(cfg.hydra.runtime.choices.sampler), int(cfg.sampler.get("steps") or cfg.diffusion.T)
 
