@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from catdiff.diffusion.named import is_import_path
 from catdiff.errors import UserError
 
 _ABSENT = object()
@@ -158,9 +159,17 @@ def rules() -> tuple[Rule, ...]:
         Rule("model.dropout", number(0.0, 1.0, high_open=True), "a number in [0, 1)"),
         # diffusion
         Rule("diffusion.T", integer(2, 100_000), "an integer from 2 to 100000"),
-        Rule("diffusion.schedule", one_of(c["schedule"]), " | ".join(c["schedule"])),
+        Rule(
+            "diffusion.schedule",
+            lambda v: one_of(c["schedule"])(v) or is_import_path(v),
+            " | ".join(c["schedule"]) + " | a function's import path",
+        ),
         Rule("diffusion.objective", one_of(c["objective"]), " | ".join(c["objective"])),
-        Rule("diffusion.loss", one_of(c["loss"]), " | ".join(c["loss"])),
+        Rule(
+            "diffusion.loss",
+            lambda v: one_of(c["loss"])(v) or is_import_path(v),
+            " | ".join(c["loss"]) + " | a function's import path",
+        ),
         Rule("diffusion.loss_weight", one_of(c["loss_weight"]), " | ".join(c["loss_weight"])),
         Rule("diffusion.t_sampling", one_of(c["t_sampling"]), " | ".join(c["t_sampling"])),
         Rule("diffusion.beta_start", number(0.0, 1.0, True, True), "a number in (0, 1)"),

@@ -9,12 +9,12 @@ Schedules are built in float64 so that the cumulative product alpha_bar_t stays 
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 
-from catdiff.errors import UserError, check_choice
-
-SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
+from catdiff.diffusion.named import resolve
+from catdiff.errors import UserError
 
 # Nichol & Dhariwal 2021: small offset s keeps beta_0 from being vanishingly small.
 _COSINE_S = 0.008
@@ -46,26 +46,36 @@ def _sigmoid(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
     return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
 
 
+BUILTIN: dict[str, Callable[..., torch.Tensor]] = {
+    "linear": _linear,
+    "cosine": lambda T, beta_start, beta_end: _cosine(T),  # ignores the endpoints
+    "quadratic": _quadratic,
+    "sigmoid": _sigmoid,
+}
+SCHEDULES = tuple(BUILTIN)
+
+
 def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """The betas beta_t, t = 0..T-1, of the named schedule: float64 (T,), values in (0, 1).
 
     Args:
-        name: one of ``SCHEDULES`` (``diffusion.schedule``; each is described above).
+        name: one of ``SCHEDULES`` (``diffusion.schedule``; each is described above), or the
+            import path of a function ``f(T, beta_start, beta_end) -> (T,) tensor``
+            (:mod:`catdiff.diffusion.named`): a new schedule is its own module.
         T: number of diffusion steps (config key ``diffusion.T``), at least 1.
         beta_start, beta_end: beta_0 and beta_{T-1} of linear, quadratic and sigmoid (cosine
             ignores them), in (0, 1).
     """
-    check_choice("diffusion.schedule", name, SCHEDULES)
+    schedule = resolve(name, BUILTIN, "diffusion.schedule")
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise UserError(f"diffusion.T={T!r} must be a positive integer (e.g. 1000)")
     for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not 0 < value < 1:
             raise UserError(f"diffusion.{key}={value!r} must lie in (0, 1) (e.g. 1e-4, 0.02)")
-
-    if name == "linear":
-        return _linear(T, beta_start, beta_end)
-    if name == "cosine":
-        return _cosine(T)
-    if name == "quadratic":
-        return _quadratic(T, beta_start, beta_end)
-    return _sigmoid(T, beta_start, beta_end)
+    betas = torch.as_tensor(schedule(T, beta_start, beta_end), dtype=torch.float64)
+    if betas.shape != (T,) or not bool(((betas > 0) & (betas < 1)).all()):
+        raise UserError(
+            f"diffusion.schedule={name} must give T={T} betas in (0, 1), "
+            f"not shape {tuple(betas.shape)} with range [{betas.min():.3g}, {betas.max():.3g}]"
+        )
+    return betas
