@@ -39,6 +39,14 @@ def compose(overrides: list[str] | None = None, config_name: str = "train"):
         )
 
 
+def one_error(proc) -> str:
+    """The one ``error:`` line of a command that refused its input: exit code 2, no traceback."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
 @pytest.fixture
 def catfaces_root() -> Path:
     root = SHARED_DATA / "catfaces64"

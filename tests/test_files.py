@@ -17,7 +17,10 @@ import torch
 
 from catdiff.errors import UserError
 from catdiff.files import atomic_open, load_tensors, save_torch, write_text
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, compose, one_error
+from tests.test_cli import run
+
+FAST = ["debug=fast", "data=synthetic", "logger=none"]
 
 
 class _Payload:
@@ -57,20 +60,10 @@ def test_a_payload_never_runs_even_when_the_environment_forces_unsafe_loads(
 def test_resuming_from_a_payload_checkpoint_is_one_line_and_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     ckpt = write_payload_checkpoint(tmp_path / "evil.ckpt", marker)
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "WANDB_MODE": "offline"}
-    env["CATDIFF_OUTPUTS"] = str(tmp_path / "out")
-    proc = subprocess.run(
-        [sys.executable, "-m", "catdiff.train", "debug=fast", "data=synthetic", "logger=none"]
-        + [f"ckpt_path={ckpt}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "ckpt_path=" in lines[0] and "not a catdiff checkpoint" in lines[0]
+    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "CATDIFF_OUTPUTS": str(tmp_path / "out")}
+    proc = run(["catdiff.train", *FAST, f"ckpt_path={ckpt}"], env=env, check=False)
+    message = one_error(proc)
+    assert "ckpt_path=" in message and "not a catdiff checkpoint" in message
     assert not marker.exists()
 
 
@@ -178,17 +171,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders() -> None:
 
 @pytest.mark.parametrize("name", ["../../x", "/etc/x", "a/../../b", ""])
 def test_a_name_that_leaves_the_output_root_is_refused(tmp_path: Path, name: str) -> None:
-    env = {**os.environ, "CATDIFF_OUTPUTS": str(tmp_path / "out" / "root"), "WANDB_MODE": "offline"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "catdiff.train", "debug=fast", "data=synthetic", "logger=none"]
-        + [f"name={name}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "name=" in lines[0] and "output root" in lines[0]
+    env = {"CATDIFF_OUTPUTS": str(tmp_path / "out" / "root")}
+    message = one_error(run(["catdiff.train", *FAST, f"name={name}"], env=env, check=False))
+    assert "name=" in message and "output root" in message
     assert not (tmp_path / "out").exists()  # nothing was written anywhere

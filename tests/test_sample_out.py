@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import one_error
 from tests.test_cli import run, trained_run  # noqa: F401  (the module's trained run)
-
-
-def one_error(proc) -> str:
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    return errors[0]
 
 
 def test_a_rerun_with_fewer_images_leaves_only_its_own(trained_run: Path, tmp_path: Path) -> None:  # noqa: F811
