@@ -175,3 +175,37 @@ def test_a_name_that_leaves_the_output_root_is_refused(tmp_path: Path, name: str
     message = one_error(run(["catdiff.train", *FAST, f"name={name}"], env=env, check=False))
     assert "name=" in message and "output root" in message
     assert not (tmp_path / "out").exists()  # nothing was written anywhere
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 2.6 MB filesystem of its own (tmpfs; needs root's mount), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2600k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small filesystem here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_during_training_is_one_line_and_keeps_good_checkpoints(tiny_disk) -> None:
+    """Room for two checkpoints of the tiny model, not three: the save at step 20 fills it."""
+    proc = run(
+        ["catdiff.train", *FAST, "data.cache_dir=null"],
+        env={"CATDIFF_OUTPUTS": str(tiny_disk)},
+        check=False,
+    )
+    assert "no space left" in one_error(proc)
+    checkpoints = sorted(tiny_disk.rglob("*.ckpt"))
+    assert checkpoints, "the checkpoints saved before the disk filled are gone"
+    mask = os.umask(0)
+    os.umask(mask)
+    for ckpt in checkpoints:
+        assert load_tensors(ckpt)["global_step"] == 10  # complete, and the step-10 ones
+        assert ckpt.stat().st_mode & 0o777 == 0o666 & ~mask  # the umask's mode, not mkstemp's 0600
+    assert not list(tiny_disk.rglob(".*.tmp"))  # no temporary left behind either
