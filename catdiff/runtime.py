@@ -54,9 +54,42 @@ def choose_omp_wait_policy(trainer: Mapping[str, Any]) -> None:
         trainer.get("devices", 1) == 1
         and trainer.get("num_nodes", 1) == 1
         and "SUBMITIT_FOLDER" not in os.environ  # a sweep member: others may run beside it
+        and side_by_side() is None
     )
     if not alone:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def side_by_side() -> int | None:
+    """How many sweep members this machine runs at once (``hydra/launcher=parallel``: joblib's
+    ``n_jobs``, -1 meaning one per core), or None for a job that has the machine to itself."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().get("launcher") or {}
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    n_jobs = int(launcher.get("n_jobs", -1))
+    return n_jobs if n_jobs > 0 else cores()
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity mask, as SLURM and taskset set it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def share_the_cores() -> None:
+    """A member of a side-by-side sweep computes with its share of the cores: with two members
+    on two cores, one thread each, so neither waits for the other at every parallel region."""
+    members = side_by_side()
+    if members is None:
+        return
+    import torch
+
+    threads = max(1, cores() // members)
+    torch.set_num_threads(threads)
+    log.info("sweep members side by side: %d at once, %d torch thread(s) each", members, threads)
 
 
 def file_logs_on_rank_zero_only() -> None:
@@ -75,4 +108,5 @@ def prepare_process(trainer: Mapping[str, Any]) -> None:
     keep_freed_memory()  # before the first activations are allocated
     ignore_known_warnings()
     file_logs_on_rank_zero_only()
+    share_the_cores()
     log.info("allocator: %s", describe_allocator())
