@@ -23,7 +23,6 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from catdiff.diffusion.named import is_import_path
 from catdiff.errors import UserError
 
 _ABSENT = object()
@@ -131,6 +130,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 def rules() -> tuple[Rule, ...]:
     """The table: every user-facing key of conf/ that takes a value from a range or a list."""
+    from catdiff.diffusion.named import is_import_path  # torch: not at import (catdiff.runtime)
+
     c = _choices()
     return (
         Rule("seed", integer(0, 2**32 - 1), "an integer from 0 to 4294967295"),
