@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from catdiff.errors import UserError
+from catdiff.machine import usable_cores
 
 
 def _wandb_offline() -> bool:
@@ -228,7 +229,7 @@ def check_devices(trainer: DictConfig) -> None:
                 f"lower trainer.devices, or use trainer=ddp_cpu to try DDP on CPU processes"
             )
     elif accelerator in ("cpu", "auto"):
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         if devices > cores:
             raise UserError(
                 f"trainer.devices={devices} CPU processes but this machine has {cores} cores: "

@@ -34,10 +34,13 @@ from catdiff.errors import UserError
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import, before
+    os.umask(mask)  # any other thread (W&B's writer, loaders) could create a file meanwhile
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -82,7 +85,7 @@ def atomic_open(path: str | Path, mode: str = "wb", durable: bool = True) -> Ite
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from a group
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from a group
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
@@ -115,12 +118,6 @@ def writable_folder(folder: str | Path, key: str) -> Path:
     except OSError as e:
         raise UserError(f"{key}: {describe_write_error(path, e)}") from None
     return path
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb") as f:
-        f.write(data)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -6,8 +6,6 @@ import os
 import platform
 from pathlib import Path
 
-import torch
-
 
 def cpu_model() -> str:
     """The ``model name`` line of /proc/cpuinfo (Linux), else what platform reports."""
@@ -20,9 +18,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, as SLURM and taskset set it), not
+    the machine's total: what bounds its speed. No torch import (catdiff.runtime calls it
+    before torch may load)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def machine() -> str:
-    """``<cpu model> (<usable cores> cores)[, <gpu>], torch <version>``: the cores this process
-    may run on (its affinity), not the machine's total, since that is what bounds its speed."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """``<cpu model> (<usable cores> cores)[, <gpu>], torch <version>``."""
+    import torch
+
+    cpus = usable_cores()
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{cpu_model()} ({cpus} cores){gpu}, torch {torch.__version__}"

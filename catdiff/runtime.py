@@ -16,6 +16,7 @@ from typing import Any
 
 from catdiff.allocator import describe as describe_allocator
 from catdiff.allocator import keep_freed_memory
+from catdiff.machine import usable_cores
 
 log = logging.getLogger("catdiff.train")
 
@@ -71,12 +72,7 @@ def side_by_side() -> int | None:
     if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
         return None
     n_jobs = int(launcher.get("n_jobs", -1))
-    return n_jobs if n_jobs > 0 else cores()
-
-
-def cores() -> int:
-    """The cores this process may run on (its affinity mask, as SLURM and taskset set it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return n_jobs if n_jobs > 0 else usable_cores()
 
 
 def share_the_cores() -> None:
@@ -87,7 +83,7 @@ def share_the_cores() -> None:
         return
     import torch
 
-    threads = max(1, cores() // members)
+    threads = max(1, usable_cores() // members)
     torch.set_num_threads(threads)
     log.info("sweep members side by side: %d at once, %d torch thread(s) each", members, threads)
 

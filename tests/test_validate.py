@@ -3,7 +3,6 @@ cases users hit, and property-based over every key of the validation table."""
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -190,7 +189,7 @@ def test_a_config_that_passes_validation_trains(fast_cfg, data) -> None:
         assert "\n" not in str(e)
         return
     # ...but never crash, and the first loss is a number.
-    assert math.isfinite(loss) or key.startswith("module.optimizer")
+    assert math.isfinite(loss)
 
 
 @settings(max_examples=60, deadline=None)
@@ -217,12 +216,11 @@ def test_random_bytes_as_an_image_are_skipped_and_counted(tmp_path_factory, blob
         Image.new("L", (8, 8), 40 * i).save(folder / f"good{i}.png")
     prefix = b"\x89PNG\r\n\x1a\n" if png_header else b""
     (folder / "random.png").write_bytes(prefix + blob)
-    buffer = io.BytesIO()
     loaded = load_source("folder", root=folder, image_size=8, cache_dir=None)
     report = loaded.report
     assert report.files_seen == 3 and report.decoded + report.unreadable == 3
     assert loaded.images.shape[0] >= 2
-    buffer.write(str(report).encode("utf-8"))  # the report line prints
+    str(report).encode("utf-8")  # the report line prints (no lone surrogates)
 
 
 # The command line itself, as a user types it: a random value at a random key of the table.
