@@ -165,7 +165,11 @@ def rules() -> tuple[Rule, ...]:
             lambda v: one_of(c["schedule"])(v) or is_import_path(v),
             " | ".join(c["schedule"]) + " | a function's import path",
         ),
-        Rule("diffusion.objective", one_of(c["objective"]), " | ".join(c["objective"])),
+        Rule(
+            "diffusion.objective",
+            lambda v: one_of(c["objective"])(v) or is_import_path(v),
+            " | ".join(c["objective"]) + " | a class's import path",
+        ),
         Rule(
             "diffusion.loss",
             lambda v: one_of(c["loss"])(v) or is_import_path(v),

@@ -55,7 +55,7 @@ SWEEP_AXES = {
     "edge_trial": {"data.edges": "none,sobel,sobel+gray"},
     "schedule_sweep": {"diffusion.schedule": "linear,cosine,quadratic,sigmoid"},
     "loss_sweep": {"diffusion.loss": "l1,l2,huber"},
-    "objective_sweep": {"diffusion.objective": "eps,x0,v"},
+    "objective_sweep": {"diffusion.objective": "eps,x0,v,flow"},
 }
 
 

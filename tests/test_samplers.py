@@ -279,7 +279,7 @@ def test_keeping_the_model_eps_changes_only_clipped_chains():
 # ---- DPM-Solver++(2M) -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])  # diffusers has no flow
 @pytest.mark.parametrize("steps", [20, 16])
 @pytest.mark.parametrize("sde", [False, True])
 def test_dpm_solver_equals_diffusers_multistep(objective, steps, sde):

@@ -18,7 +18,7 @@ DIFFUSERS_NAME = {
 }
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", DIFFUSERS_NAME)  # rectified_flow: tests/test_flow.py
 @pytest.mark.parametrize("T", [10, 1000])
 def test_betas_equal_diffusers(name, T):
     ours = make_betas(name, T)

@@ -18,10 +18,12 @@ Image tensors are (B, C, H, W) (any (B, ...) works); timesteps t are long tensor
 import torch
 
 from catdiff.diffusion.losses import check_loss, elementwise_loss
+from catdiff.diffusion.objectives import OBJECTIVES, make_objective
 from catdiff.diffusion.timesteps import check_t_sampling, t_probabilities
 from catdiff.errors import UserError, check_choice
 
-OBJECTIVES = ("eps", "x0", "v")
+__all__ = ["OBJECTIVES", "GaussianDiffusion", "check_objective", "check_sigma", "min_snr_weight"]
+
 SIGMAS = ("beta_tilde", "beta")
 LOSS_WEIGHTS = ("none", "min_snr")
 
@@ -30,8 +32,8 @@ _X0_RANGE = 1.0
 
 
 def check_objective(objective: str) -> None:
-    """Raise UserError unless ``objective`` is one of OBJECTIVES."""
-    check_choice("diffusion.objective", objective, OBJECTIVES)
+    """Raise UserError unless ``objective`` is one of OBJECTIVES or an objective's import path."""
+    make_objective(objective)
 
 
 def check_loss_weight(loss_weight: str, min_snr_gamma: float) -> None:
@@ -46,19 +48,12 @@ def min_snr_weight(snr: torch.Tensor, objective: str, gamma: float) -> torch.Ten
     Weighting Strategy"), expressed for the objective's own target.
 
     In x0 terms the weight is min(SNR_t, gamma): high-SNR (low-noise) steps, whose gradients
-    conflict with the rest, stop dominating. An eps error is an x0 error scaled by sqrt(SNR),
-    a v error one scaled by sqrt(SNR + 1), so the same weighting reads
-    eps: min(SNR, gamma) / SNR;  x0: min(SNR, gamma);  v: min(SNR, gamma) / (SNR + 1).
+    conflict with the rest, stop dominating. An error of the objective's target is an x0 error
+    scaled by sqrt(``x0_error_scale(SNR)``) (:mod:`catdiff.diffusion.objectives`), so the same
+    weighting reads eps: min(SNR, gamma) / SNR;  x0: min(SNR, gamma);  v: min(SNR, gamma) /
+    (SNR + 1);  flow: min(SNR, gamma) / (sqrt(SNR) + 1)^2.
     """
-    clipped = snr.clamp(max=gamma)
-    if objective == "eps":
-        return clipped / snr
-    if objective == "x0":
-        return clipped
-    if objective == "v":
-        return clipped / (snr + 1)
-    check_objective(objective)
-    raise AssertionError("unreachable")
+    return snr.clamp(max=gamma) / make_objective(objective).x0_error_scale(snr)
 
 
 def check_sigma(sigma: str) -> None:
@@ -83,7 +78,9 @@ class GaussianDiffusion(torch.nn.Module):
         betas: (T,) variance schedule beta_t, values in (0, 1), e.g. ``make_betas("linear", 1000)``.
         objective: what the network predicts (config key ``diffusion.objective``):
             ``"eps"`` the noise (the seed, Ho et al. 2020); ``"x0"`` the clean image;
-            ``"v"`` v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022).
+            ``"v"`` v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022);
+            ``"flow"`` the rectified-flow velocity eps - x0; or an objective's import path
+            (:mod:`catdiff.diffusion.objectives`).
         loss: element-wise loss against the objective's target, one of ``LOSSES``
             (config key ``diffusion.loss``; the seed uses ``"l1"``).
         huber_delta: threshold of the Huber loss (config key ``diffusion.huber_delta``).
@@ -124,12 +121,11 @@ class GaussianDiffusion(torch.nn.Module):
         t_p_std: float = 1.2,
     ) -> None:
         super().__init__()
-        check_objective(objective)
+        self.objective = objective
         check_loss(loss, huber_delta)
         check_loss_weight(loss_weight, min_snr_gamma)
         check_t_sampling(t_sampling, t_p_std)
         self.t_sampling = t_sampling
-        self.objective = objective
         self.loss = loss
         self.huber_delta = huber_delta
         self.loss_weight = loss_weight
@@ -153,6 +149,16 @@ class GaussianDiffusion(torch.nn.Module):
         self.register_buffer("loss_weights", weights.float(), persistent=False)
         probs = t_probabilities(constants["alpha_bar"], t_sampling, t_p_mean, t_p_std)
         self.register_buffer("t_probs", probs.float(), persistent=False)
+
+    @property
+    def objective(self) -> str:
+        """The objective's name (``diffusion.objective``); setting it builds the objective."""
+        return self._objective_name
+
+    @objective.setter
+    def objective(self, name: str) -> None:
+        self._objective = make_objective(name)
+        self._objective_name = name
 
     @property
     def T(self) -> int:
@@ -226,29 +232,13 @@ class GaussianDiffusion(torch.nn.Module):
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Read the network output (B, C, H, W) as (x0_pred, eps_pred) according to the objective."""
-        if self.objective == "eps":
-            return self.predict_x0_from_eps(x_t, t, model_output), model_output
-        if self.objective == "x0":
-            return model_output, self.predict_eps_from_x0(x_t, t, model_output)
-        if self.objective == "v":
-            return self.predict_x0_from_v(x_t, t, model_output), self.predict_eps_from_v(
-                x_t, t, model_output
-            )
-        check_objective(self.objective)  # raises: the attribute was changed after __init__
-        raise AssertionError("unreachable")
+        return self._objective.to_x0_eps(model_output, x_t, *self._coefs(t, x_t))
 
     # ---- training --------------------------------------------------------------------------
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the network should output for x_t = q_sample(x0, t, noise): eps, x0 or v."""
-        if self.objective == "eps":
-            return noise
-        if self.objective == "x0":
-            return x0
-        if self.objective == "v":
-            return self.v_target(x0, t, noise)
-        check_objective(self.objective)
-        raise AssertionError("unreachable")
+        """What the network should output for x_t = q_sample(x0, t, noise): eps, x0, v, flow."""
+        return self._objective.target(x0, noise, *self._coefs(t, x0))
 
     def loss_per_sample(
         self, model_output: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor

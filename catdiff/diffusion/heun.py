@@ -25,7 +25,7 @@ The network only knows the T discrete timesteps, so every sigma the algorithm as
 moved to the nearest discrete sigma_t (in log sigma) and the ODE is integrated between those
 exact values: the network is never asked about a t it was not trained on, and the grid starts
 at t = T-1 (x_T ~ N(0, I) is sigma_max's marginal) and ends at t = 0. Noise levels that round
-to the same t are visited once. Works for every objective (eps, x0, v) through
+to the same t are visited once. Works for every objective (eps, x0, v, flow) through
 ``GaussianDiffusion.model_to_x0_eps``.
 """
 

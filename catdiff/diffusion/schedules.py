@@ -46,11 +46,22 @@ def _sigmoid(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
     return torch.sigmoid(x) * (beta_end - beta_start) + beta_start
 
 
+def _rectified_flow(T: int) -> torch.Tensor:
+    # Rectified flow (Liu et al. 2023; Esser et al. 2024): x_r = (1 - r) x0 + r eps, its times
+    # r evenly spaced, r_t = (t + 1) / (T + 1) (r = 1, pure noise, would make beta = 1). As a
+    # variance-preserving process x_t = x_r / sqrt((1 - r)^2 + r^2), so alpha_bar_t =
+    # (1 - r_t)^2 / ((1 - r_t)^2 + r_t^2) (catdiff.diffusion.objectives: r = s / (a + s)).
+    r = torch.arange(1, T + 1, dtype=torch.float64) / (T + 1)
+    alpha_bar = (1 - r).square() / ((1 - r).square() + r.square())
+    return 1 - alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+
+
 BUILTIN: dict[str, Callable[..., torch.Tensor]] = {
     "linear": _linear,
     "cosine": lambda T, beta_start, beta_end: _cosine(T),  # ignores the endpoints
     "quadratic": _quadratic,
     "sigmoid": _sigmoid,
+    "rectified_flow": lambda T, beta_start, beta_end: _rectified_flow(T),  # ignores them too
 }
 SCHEDULES = tuple(BUILTIN)
 
@@ -64,7 +75,7 @@ def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.
             (:mod:`catdiff.diffusion.named`): a new schedule is its own module.
         T: number of diffusion steps (config key ``diffusion.T``), at least 1.
         beta_start, beta_end: beta_0 and beta_{T-1} of linear, quadratic and sigmoid (cosine
-            ignores them), in (0, 1).
+            ignores them, as does rectified_flow), in (0, 1).
     """
     schedule = resolve(name, BUILTIN, "diffusion.schedule")
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:

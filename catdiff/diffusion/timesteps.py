@@ -12,6 +12,11 @@ data of std sigma_data = 0.5; catdiff's faces in [-1, 1] have std 0.49. It spend
 on the middle and low noise levels that shape details, and few steps on the near-pure-noise
 end that a uniform t over a cosine schedule visits often.
 
+``"logit_normal"`` is rectified flow's (Esser et al. 2024, SD3: logit(r) ~ N(m, s^2), m = 0,
+s = 1 best of their samplings) for the flow time r = s_t / (a_t + s_t) of
+:mod:`catdiff.diffusion.objectives`. Since logit(r) = log(s_t / a_t) = log sigma_t, it is the
+same distribution as ``"lognormal"``; the name says which paper's parameters to expect.
+
 On the discrete grid, t gets the normal's mass over its interval of log sigma (boundaries at the
 midpoints between neighbouring log sigma_t; the first and last intervals extend to -inf and
 +inf), so the probabilities sum to one exactly and no t is ever drawn that the network cannot
@@ -22,7 +27,7 @@ import torch
 
 from catdiff.errors import UserError, check_choice
 
-T_SAMPLINGS = ("uniform", "lognormal")
+T_SAMPLINGS = ("uniform", "lognormal", "logit_normal")
 
 
 def check_t_sampling(t_sampling: str, p_std: float) -> None:
@@ -39,8 +44,9 @@ def t_probabilities(
 
     Args:
         alpha_bar: (T,) cumulative products alpha_bar_t, decreasing in t.
-        t_sampling: ``"uniform"`` or ``"lognormal"`` (config key ``diffusion.t_sampling``).
-        p_mean, p_std: mean and std of log sigma for ``"lognormal"``
+        t_sampling: ``"uniform"``, ``"lognormal"`` or ``"logit_normal"``
+            (config key ``diffusion.t_sampling``).
+        p_mean, p_std: mean and std of log sigma = logit(r) for the other two
             (``diffusion.t_p_mean``, ``diffusion.t_p_std``).
     """
     check_t_sampling(t_sampling, p_std)
