@@ -193,14 +193,7 @@ class GaussianDiffusion(torch.nn.Module):
         )
         return mean, _gather(self.beta_tilde, t, x_t)
 
-    # ---- conversions between eps, x0 and v (all (B, C, H, W), t (B,)) ----------------------
-
-    def predict_x0_from_eps(
-        self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
-    ) -> torch.Tensor:
-        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        a, s = self._coefs(t, x_t)
-        return (x_t - s * eps) / a
+    # ---- the network output read as x0 and eps (all (B, C, H, W), t (B,)) ---------------
 
     def predict_eps_from_x0(
         self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
@@ -208,25 +201,6 @@ class GaussianDiffusion(torch.nn.Module):
         """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)."""
         a, s = self._coefs(t, x_t)
         return (x_t - a * x0) / s
-
-    def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022)."""
-        a, s = self._coefs(t, x0)
-        return a * eps - s * x0
-
-    def predict_x0_from_v(
-        self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
-    ) -> torch.Tensor:
-        """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
-        a, s = self._coefs(t, x_t)
-        return a * x_t - s * v
-
-    def predict_eps_from_v(
-        self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
-    ) -> torch.Tensor:
-        """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t."""
-        a, s = self._coefs(t, x_t)
-        return a * v + s * x_t
 
     def model_to_x0_eps(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
