@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from catdiff.config import build
 from catdiff.errors import UserError
@@ -21,11 +21,11 @@ from catdiff.files import load_user_file
 WEIGHTS = ("ema", "raw")
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict:
     """Read a catdiff checkpoint safely (tensors and plain containers only): anything else --
     a text file, random bytes, a truncated archive, a pickle that wants to run code -- is one
-    line naming ``ckpt``."""
-    ckpt = load_user_file(path, "ckpt", "catdiff checkpoint")
+    line naming ``key`` (the option that named the file)."""
+    ckpt = load_user_file(path, key, "catdiff checkpoint")
     entry = ckpt.get("catdiff") if isinstance(ckpt, dict) else None
     if (
         not isinstance(entry, dict)
@@ -33,9 +33,42 @@ def load_checkpoint(path: str | Path) -> dict:
         or not isinstance(ckpt.get("state_dict"), dict)
     ):
         raise UserError(
-            f"ckpt={path} is not a catdiff checkpoint (no 'catdiff' entry): pass checkpoints/last.ckpt of a run"
+            f"{key}={path} is not a catdiff checkpoint (no 'catdiff' entry): pass checkpoints/last.ckpt of a run"
         )
     return ckpt
+
+
+# What a tuned model inherits from its teacher, and what its data must share with it.
+_TEACHER_GROUPS = ("model", "diffusion")
+_TEACHER_DATA = ("image_size", "channels", "edges")
+
+
+def adopt_teacher(cfg: DictConfig) -> dict[str, torch.Tensor] | None:
+    """``teacher=PATH``: the teacher checkpoint's model and diffusion config replace ``cfg``'s
+    (so the config.yaml of the tuned run says what it is), and its EMA weights are returned for
+    the new run to start from. None without a teacher; one line naming ``teacher`` when the
+    file is not a catdiff checkpoint or its data space (image size, channels, edges) differs."""
+    if not cfg.get("teacher"):
+        if cfg.module.get("consistency") is not None:
+            raise UserError(
+                "module.consistency tunes a trained model: pass teacher=<run>/checkpoints/last.ckpt"
+            )
+        return None
+    ckpt = load_checkpoint(cfg.teacher, key="teacher")
+    stored = ckpt["catdiff"]["config"]
+    differ = [
+        f"data.{k} {stored.get('data', {}).get(k)!r} (teacher) vs {cfg.data.get(k)!r}"
+        for k in _TEACHER_DATA
+        if stored.get("data", {}).get(k) != cfg.data.get(k)
+    ]
+    if differ:
+        raise UserError(f"teacher={cfg.teacher} was trained on other data: {', '.join(differ)}")
+    for group in _TEACHER_GROUPS:
+        if not isinstance(stored.get(group), dict):
+            raise UserError(f"teacher={cfg.teacher} has no stored {group} config")
+        cfg[group] = OmegaConf.create(stored[group])
+    prefix = "ema.model."
+    return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 
 
 def load_model(

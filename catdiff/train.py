@@ -44,6 +44,9 @@ from catdiff.validate import check_train_config
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     prepare_process(cfg.trainer)
+    from catdiff.checkpoints import adopt_teacher  # torch: after the process setup
+
+    teacher = adopt_teacher(cfg)  # teacher=: its model and diffusion config, then its weights
     check_override_types(cfg)
     check_train_config(cfg)
     check_devices(cfg.trainer)
@@ -83,6 +86,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         sampler=build(cfg.sampler, "sampler"),
         image_shape=image_shape,
     )
+    if teacher is not None:
+        module.load_teacher(teacher)
     # Set after building: instantiate() would try to build the _target_ entries inside it.
     module.run_config = to_plain(cfg)
     loggers = build_loggers(cfg)

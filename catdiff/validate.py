@@ -137,6 +137,7 @@ def rules() -> tuple[Rule, ...]:
         Rule("seed", integer(0, 2**32 - 1), "an integer from 0 to 4294967295"),
         Rule("name", optional(_text), "a non-empty folder name"),
         Rule("resume_check", lambda v: isinstance(v, bool), "true or false"),
+        Rule("teacher", optional(_text), "a checkpoint path, or null"),
         # data
         Rule("data.image_size", integer(4, 512), "an integer from 4 to 512 (the seed: 28)"),
         Rule("data.channels", one_of((1, 3)), "1 (grey) or 3 (RGB)"),

@@ -220,7 +220,10 @@ def test_sample_and_evaluate_take_trainings_sampler_group_and_its_overrides() ->
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["ckpt=x", "sampler=nope"], "sampler=nope does not exist; sampler is one of: ddim, ddpm"),
+        (
+            ["ckpt=x", "sampler=nope"],
+            "sampler=nope does not exist; sampler is one of: consistency, ddim, ddpm",
+        ),
         (["ckpt=x", "sampler=ddpm", "steps=50"], "unknown option 'steps'"),
         (["ckpt=x", "sampler=ddim", "sampler.stepz=5"], "sampler.stepz"),
         (["ckpt=x", "sampler=ddim", "sampler.steps=many"], "sampler.steps=many has the wrong type"),

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from catdiff.diffusion import GaussianDiffusion, SampleResult, sample
+from catdiff.diffusion.consistency import ConsistencyTuning
 from catdiff.models import EMA
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class DiffusionModule(L.LightningModule):
         seed: seeds the per-step draws of t and noise (with the rank and the step).
         compile: train through ``torch.compile(model)`` (``module.compile``); checkpoints, the
             EMA and sampling keep using the plain model.
+        consistency: train by ECT's consistency loss instead of the diffusion loss
+            (``module.consistency``, :class:`catdiff.diffusion.consistency.ConsistencyTuning`),
+            its stage set by the step; validation still reports the diffusion loss.
         channels_last: keep the network in the ``channels_last`` memory format
             (``module.channels_last``, see :func:`catdiff.precision.auto_channels_last`): same
             maths, another layout for oneDNN's convolutions; checkpoints load into either.
@@ -69,8 +73,10 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         compile: bool = False,
         channels_last: bool = False,
+        consistency: ConsistencyTuning | None = None,
     ) -> None:
         super().__init__()
+        self.consistency = consistency
         self.channels_last = bool(channels_last)
         if self.channels_last:  # before the EMA copy, so both share the layout
             model = model.to(memory_format=torch.channels_last)
@@ -132,9 +138,22 @@ class DiffusionModule(L.LightningModule):
             self.__dict__["_compiled_model"] = torch.compile(self.model)
         return self.__dict__["_compiled_model"]
 
+    def load_teacher(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start from a trained model's weights (``teacher=``): the network and its EMA."""
+        self.model.load_state_dict(weights)
+        self.ema.model.load_state_dict(weights)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         generator = self._step_generator(batch.device)
-        loss = self._losses(self._train_net(), batch, generator=generator)[0].mean()
+        if self.consistency is None:
+            loss = self._losses(self._train_net(), batch, generator=generator)[0].mean()
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+            stage = self.consistency.stage(self.global_step, total)
+            self.log("train/stage", float(stage), on_step=True, on_epoch=False)
+            loss = self.consistency.loss_per_sample(
+                self._train_net(), self.diffusion, batch, stage, generator
+            ).mean()
         # One host sync per step; on CPU it is free, and it stops the run before a NaN
         # gradient reaches the weights, so the last checkpoint on disk stays good.
         if not torch.isfinite(loss):
