@@ -1,9 +1,7 @@
 """Download the standard InceptionV3 weights for offline FID/KID.
 
-``python -m catdiff.metrics.prefetch [out=PATH]`` on a machine with network fetches the file
-torch-fidelity itself downloads, checks the SHA-256 prefix in its name, writes it atomically
-to ``out`` (default ``$CATDIFF_DATA_DIR/weights/<file name>``, else ``data/weights/...``) and
-prints the option to pass on the offline machine (``metrics.inception_weights=PATH``).
+``python -m catdiff.metrics.prefetch [out=PATH]`` fetches torch-fidelity's file, checks the
+SHA-256 prefix in its name, writes it atomically and prints ``metrics.inception_weights=PATH``.
 """
 
 from __future__ import annotations
