@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -74,16 +74,19 @@ def one_line_errors() -> Iterator[None]:
     except (UserError, OmegaConfBaseException) as e:
         if _FULL_TRACE or "SUBMITIT_FOLDER" in os.environ:
             raise
-        print(f"error: {describe(e)}", file=sys.stderr)
-        sys.exit(2)
+        _exit(describe(e), 2)
     except TrainingDiverged as e:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         if _FULL_TRACE or HydraConfig.get().mode != RunMode.RUN:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _exit(str(e), 1)
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def run_hydra(main: Callable[[], Any]) -> None:
@@ -93,16 +96,11 @@ def run_hydra(main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # make Hydra raise instead of printing its own report
     try:
         main()
-    except (UserError, HydraException, OmegaConfBaseException) as e:
+    except (UserError, HydraException, OmegaConfBaseException, TrainingDiverged) as e:
         if _FULL_TRACE:
             raise
-        print(f"error: {describe(e)}", file=sys.stderr)
-        sys.exit(2)
-    except TrainingDiverged as e:
-        if _FULL_TRACE:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        diverged = isinstance(e, TrainingDiverged)
+        _exit(str(e) if diverged else describe(e), 1 if diverged else 2)
 
 
 def _has(cfg: DictConfig, key: str) -> bool:
@@ -230,5 +228,4 @@ def run_main(run: Callable[[DictConfig], Any], name: str, argv: list[str] | None
     try:
         run(compose_config(name, sys.argv[1:] if argv is None else argv))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit(str(e), 2)

@@ -140,17 +140,10 @@ def _kind(value: Any) -> str:
 def _same_type(old: Any, new: Any) -> bool:
     if old is None or new is None:
         return True
-    if isinstance(old, bool):
-        return isinstance(new, bool)
-    if isinstance(old, int):
-        return isinstance(new, int) and not isinstance(new, bool)
-    if isinstance(old, float):
-        return isinstance(new, int | float) and not isinstance(new, bool)
-    if isinstance(old, ListConfig):
-        return isinstance(new, ListConfig)
-    if isinstance(old, DictConfig):
-        return isinstance(new, DictConfig)
-    return not isinstance(new, ListConfig | DictConfig)  # strings take any scalar
+    kinds = (_kind(old), _kind(new))
+    if kinds[0] == "a string":  # strings take any scalar
+        return kinds[1] not in ("a list", "a mapping")
+    return kinds[0] == kinds[1] or kinds == ("a number", "an integer")
 
 
 def check_override_types(cfg: DictConfig) -> None:
