@@ -116,9 +116,7 @@ class Snapshots(Callback):
 
     def _last_row(self) -> tuple[int, float]:
         """(step, wall_s) of the last snapshot written, (-1, 0.0) if none."""
-        if not self.csv_path.is_file():
-            return -1, 0.0
-        rows = self.csv_path.read_text().strip().splitlines()[1:]
+        rows = self.csv_path.read_text().strip().splitlines()[1:] if self.csv_path.is_file() else []
         if not rows:
             return -1, 0.0
         step, _, wall = rows[-1].split(",")
@@ -238,10 +236,8 @@ class LastCheckpoint(Callback):
             if trainer.is_global_zero:
                 log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
             return
-        if code == self._REQUEUE:
-            self.stop_reason = "requeue" if in_slurm else "stop"
-        else:
-            self.stop_reason = "terminate"
+        requeue = "requeue" if in_slurm else "stop"
+        self.stop_reason = requeue if code == self._REQUEUE else "terminate"
         # Stop as if this were the last step (`should_stop` would run an extra validation).
         trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
         for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint would save its own last
