@@ -49,7 +49,6 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
 
 
 def checkpoint_step(ckpt_path: str) -> int:
-    """The global step a checkpoint was saved at."""
     return int(read_checkpoint(ckpt_path)["global_step"])
 
 

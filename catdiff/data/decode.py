@@ -361,10 +361,9 @@ def load_files(
     images = decoded.images[keep] if len(keep) < len(decoded.images) else decoded.images
     fixed_test = None
     if test_count:
-        first_file = {}
+        first_file: dict[int, int] = {}  # row -> the first file holding it
         for i, r in enumerate(decoded.row):
-            if r >= 0 and r not in first_file:
-                first_file[r] = i
+            first_file.setdefault(r, i)
         fixed_test = torch.tensor([first_file[r] < test_count for r in keep], dtype=torch.bool)
     readable = len(paths) - len(bad)
     report = LoadReport(

@@ -71,7 +71,6 @@ class EMA(nn.Module):
         self._num_updates = self._updates_so_far() + 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the averaged model."""
         return self.model(*args, **kwargs)
 
     def _load_from_state_dict(

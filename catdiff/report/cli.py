@@ -26,7 +26,6 @@ FIGURES = {
 
 
 def _options() -> list[str]:
-    """The report's options: the keys of conf/report.yaml."""
     import yaml
 
     from catdiff.config import conf_dir

@@ -132,7 +132,6 @@ def _arms_section(rep: Report) -> list[str]:
 
 
 def _evals(rep: Report) -> list[dict[str, Any]]:
-    """The eval results of the shown tag, one per run that has them."""
     return [r.evals[rep.tag] for r in rep.runs if rep.tag in r.evals]
 
 
