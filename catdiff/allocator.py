@@ -1,19 +1,10 @@
 """Keep freed tensor memory in the process instead of handing it back to the OS (glibc malloc).
 
-glibc serves a large allocation with its own ``mmap`` and returns it with ``munmap`` when it is
-freed; below that size it trims the heap whenever more than a threshold is free at its top.
-A training step frees and re-allocates the same activations every step (tens of MB each for the
-default UNet at batch 128), so with glibc's defaults the kernel hands back fresh pages and
-zero-fills them again on every step: tens of thousands of page faults per step, each one
-kernel time the step waits for. Raising both thresholds keeps that memory in the heap, where
-the next step re-uses it; the peak memory of the process does not change, since the same
-activations are live at the same time either way.
-
-The gain is a property of the process, not of catdiff's model (diffusers' training step gains
-more from the same settings), which is why ``make bench`` times the comparisons with each
-tool in a process of its own. The page-fault counts and step times are in the README's Speed
-section ("Freed memory stays in the process"). Settings of the user's own (the ``MALLOC_*_``
-variables or ``GLIBC_TUNABLES`` with ``glibc.malloc``) are kept.
+glibc returns a large allocation to the kernel with ``munmap`` when it is freed, and trims the
+heap above a threshold. Every step frees and re-allocates the same activations, so the kernel
+zero-fills fresh pages every step (page faults the step waits for). Raising both thresholds
+keeps that memory in the heap for the next step; the peak memory does not change. Settings of
+the user's own (``MALLOC_*_``, ``GLIBC_TUNABLES`` with ``glibc.malloc``) are kept.
 """
 
 from __future__ import annotations
@@ -52,12 +43,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def keep_freed_memory() -> str:
-    """Set glibc's mmap and trim thresholds (once per process); returns what was done.
-
-    ``"set"`` (now or earlier in this process), ``"user"`` (the environment's settings are
-    kept) or ``"unavailable"`` (not glibc). Call it early: memory already handed to ``mmap``
-    is not affected until it is freed.
-    """
+    """Set glibc's mmap and trim thresholds once per process: ``"set"``, ``"user"`` (the
+    environment's settings kept) or ``"unavailable"`` (not glibc)."""
     global _state
     if _state is None:
         if user_has_settings():

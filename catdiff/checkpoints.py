@@ -1,11 +1,5 @@
-"""Reading a catdiff checkpoint back into (model, diffusion, image shape), without the run's
-config files: a checkpoint carries its own resolved config (``catdiff.config``, written by
-the training module) next to the raw and EMA weights.
-
-Read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a file
-from elsewhere cannot run code. Used by ``catdiff.sample``, ``catdiff.evaluate`` and the
-comparisons under experiments/.
-"""
+"""A catdiff checkpoint back into (model, diffusion, image shape) from the resolved config it
+carries next to the raw and EMA weights; read with ``weights_only=True``."""
 
 from __future__ import annotations
 
@@ -22,9 +16,7 @@ WEIGHTS = ("ema", "raw")
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict:
-    """Read a catdiff checkpoint safely (tensors and plain containers only): anything else --
-    a text file, random bytes, a truncated archive, a pickle that wants to run code -- is one
-    line naming ``key`` (the option that named the file)."""
+    """A catdiff checkpoint, read safely; anything else is one line naming ``key``."""
     ckpt = load_user_file(path, key, "catdiff checkpoint")
     entry = ckpt.get("catdiff") if isinstance(ckpt, dict) else None
     if (
@@ -74,8 +66,7 @@ def adopt_teacher(cfg: DictConfig) -> dict[str, torch.Tensor] | None:
 def load_model(
     ckpt: dict, weights: str = "ema"
 ) -> tuple[torch.nn.Module, torch.nn.Module, tuple[int, ...]]:
-    """Rebuild (model in eval mode, diffusion, image_shape) from a checkpoint's stored config;
-    ``weights``: ``ema`` (the average training keeps for sampling) or ``raw``."""
+    """(model in eval mode with the ``ema`` or ``raw`` weights, diffusion, image_shape)."""
     if weights not in WEIGHTS:
         raise UserError(f"weights={weights} must be ema or raw")
     try:

@@ -1,29 +1,12 @@
 """One command line for every entry point: Hydra overrides over ``conf/<name>.yaml``.
 
-``catdiff.train`` runs under ``@hydra.main``; ``catdiff.sample``, ``catdiff.evaluate`` (and
-``catdiff.report``'s options) compose their config with Hydra's compose API (no output folder,
-no change of directory) from the same conf/ and the same config groups, so they take the same
-overrides as training:
-
-    python -m catdiff.sample ckpt=PATH sampler=dpm_solver sampler.steps=25
-    python -m catdiff.evaluate ckpt=PATH sampler=ddim sampler.steps=50 metrics.extractor=inception
-
-The sampler is whatever ``conf/sampler/<choice>.yaml`` builds (``_target_``): a new sampler is
-its module and its yaml, and every entry point takes it. The group's choice is the sampler's
-name (:func:`choice`: eval folder tags, default sample folders).
-
-Shorthands: a plain key that is not an option of the entry point but is one of the chosen
-sampler's means ``sampler.<key>``: ``steps=50`` is ``sampler.steps=50`` (likewise ``eta=``,
-``spacing=``, ``sde=``, ...: the flat spellings of earlier versions). Values Hydra's grammar
-cannot read as they stand (run folders named ``0_diffusion.loss=l2,seed=2``) are taken as
-strings.
-
-Every entry point reports a mistake (an unknown key, a value of the wrong type such as
-``n=many``, a missing required value, a sampler that does not exist) with one line on stderr
-that names the key and exit code 2 (a diverged training run: one line and exit code 1);
-``HYDRA_FULL_ERROR=1`` shows the full trace instead. :func:`describe` writes the line; :func:`run_hydra` and :func:`one_line_errors`
-are where ``@hydra.main`` (training) catches the errors, :func:`run_main` where the composed
-entry points do.
+``catdiff.train`` runs under ``@hydra.main``; the other entry points compose the same conf/
+with Hydra's compose API (no output folder, no change of directory), so they take the same
+overrides. The sampler is whatever ``conf/sampler/<choice>.yaml`` builds; the choice is its
+name (:func:`choice`). A plain key that is not an option of the entry point but is one of the
+chosen sampler's means ``sampler.<key>`` (``steps=50``). A config mistake is one line on
+stderr naming the key, exit code 2 (a diverged run: exit code 1); ``HYDRA_FULL_ERROR=1``
+shows the full trace instead.
 """
 
 from __future__ import annotations
@@ -33,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -83,46 +66,41 @@ def describe(error: BaseException) -> str:
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Around the job inside a ``@hydra.main`` function: a config mistake is one line and exit
-    2, here, before Hydra adds its own report, so a sweep stops at its first bad member. Under
-    submitit the error goes back to the sweep (submitit records it) instead: exiting there would
-    leave the job without a result. A diverged single run is one line and exit 1; in a sweep the
-    other members go on and Hydra names this one."""
+    """Around a ``@hydra.main`` job: a config mistake exits 2 here, so a sweep stops at its
+    first bad member (under submitit it is raised, for submitit to record). A diverged single
+    run exits 1; in a sweep the other members go on."""
     try:
         yield
     except (UserError, OmegaConfBaseException) as e:
         if _FULL_TRACE or "SUBMITIT_FOLDER" in os.environ:
             raise
-        print(f"error: {describe(e)}", file=sys.stderr)
-        sys.exit(2)
+        _exit(describe(e), 2)
     except TrainingDiverged as e:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         if _FULL_TRACE or HydraConfig.get().mode != RunMode.RUN:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _exit(str(e), 1)
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def run_hydra(main: Callable[[], Any]) -> None:
-    """Call a ``@hydra.main`` function with config mistakes on one line (exit 2) and a diverged
-    run on one line (exit 1): what ``python -m catdiff.<entry point>`` runs."""
+    """Call a ``@hydra.main`` function: config mistakes exit 2, a diverged run 1, on one line."""
     global _FULL_TRACE
     _FULL_TRACE = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # make Hydra raise instead of printing its own report
     try:
         main()
-    except (UserError, HydraException, OmegaConfBaseException) as e:
+    except (UserError, HydraException, OmegaConfBaseException, TrainingDiverged) as e:
         if _FULL_TRACE:
             raise
-        print(f"error: {describe(e)}", file=sys.stderr)
-        sys.exit(2)
-    except TrainingDiverged as e:
-        if _FULL_TRACE:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        diverged = isinstance(e, TrainingDiverged)
+        _exit(str(e) if diverged else describe(e), 1 if diverged else 2)
 
 
 def _has(cfg: DictConfig, key: str) -> bool:
@@ -135,8 +113,8 @@ def _has(cfg: DictConfig, key: str) -> bool:
 
 
 def _as_override(arg: str) -> Any:
-    """``arg`` parsed as a Hydra override; a ``key=value`` whose value the grammar cannot read
-    as a single value (``=`` or ``,`` in a path) is re-read with the value quoted."""
+    """``arg`` as a Hydra override; a value the grammar cannot read (``=`` or ``,`` in a path)
+    is re-read quoted."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -158,8 +136,7 @@ def _as_override(arg: str) -> Any:
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:
-    """conf/<name>.yaml with ``overrides``, the hydra node included (for its runtime choices).
-    Resets Hydra's global state: for entry points that are not a running ``@hydra.main`` job."""
+    """conf/<name>.yaml with ``overrides`` and the hydra node (resets Hydra's global state)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -174,9 +151,8 @@ def _is_group(key: str) -> bool:
 
 
 def compose_config(name: str, argv: list[str]) -> DictConfig:
-    """The config of entry point ``name``: conf/<name>.yaml, its groups and ``argv`` (Hydra
-    overrides, with the shorthands above). The group choices stay readable through
-    :func:`choice` (Hydra's ``HydraConfig``, as under ``@hydra.main``). Raises UserError."""
+    """conf/<name>.yaml with ``argv`` (with the shorthands above); the group choices stay
+    readable through :func:`choice`. Raises UserError."""
     from hydra.core.hydra_config import HydraConfig
 
     overrides = [_as_override(arg) for arg in argv]
@@ -219,8 +195,7 @@ def compose_config(name: str, argv: list[str]) -> DictConfig:
 
 
 def choice(group: str) -> str | None:
-    """The option chosen for config ``group`` (``sampler`` -> ``dpm_solver``) in the config
-    composed last (by :func:`compose_config` or ``@hydra.main``); None outside one."""
+    """The option chosen for ``group`` (``sampler`` -> ``ddim``) in the config composed last."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -229,14 +204,12 @@ def choice(group: str) -> str | None:
 
 
 def sampler_name(sampler: Any) -> str:
-    """What outputs call a sampler: its config group's choice (``ddim``), else its ``name``
-    attribute, else its class name."""
+    """The sampler's config group choice, else its ``name`` attribute, else its class name."""
     return choice("sampler") or getattr(sampler, "name", None) or type(sampler).__name__
 
 
 def build_sampler(name: str, **options: Any) -> Any:
-    """The sampler ``conf/sampler/<name>.yaml`` builds, with ``options`` over its keys
-    (``build_sampler("dpm_solver", steps=25)``): for code that picks a sampler by name."""
+    """The sampler ``conf/sampler/<name>.yaml`` builds, ``options`` over its keys."""
 
     def value(v: Any) -> str:
         return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
@@ -250,11 +223,9 @@ def build_sampler(name: str, **options: Any) -> Any:
 
 
 def run_main(run: Callable[[DictConfig], Any], name: str, argv: list[str] | None) -> None:
-    """Compose conf/<name>.yaml with the command line, run, and turn a UserError into one
-    line on stderr and exit status 2."""
+    """Compose conf/<name>.yaml with the command line and run; a UserError exits 2."""
     keep_freed_memory()  # sampling re-allocates the same activations every step
     try:
         run(compose_config(name, sys.argv[1:] if argv is None else argv))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit(str(e), 2)

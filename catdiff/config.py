@@ -1,8 +1,6 @@
-"""Hydra/OmegaConf glue shared by the entry points: resolvers, config-to-object helpers, the
-checks that turn config mistakes into one-line errors, and the run's identity on W&B.
+"""Hydra/OmegaConf glue: resolvers, building objects, the config checks, the W&B identity.
 
-Light on purpose: no Lightning or torch at import, so a config mistake is reported in about
-a second, before the heavy imports.
+No Lightning or torch at import, so a config mistake is reported before the heavy imports.
 """
 
 from __future__ import annotations
@@ -45,8 +43,7 @@ def _slurm_gpus(accelerator: Any, devices: Any) -> int | None:
 
 
 def check_run_name(name: Any) -> str:
-    """``name`` as a folder under the output root: a plain name or ``group/name``, never a
-    path that leaves the root (``..``, a leading ``/``) or an empty one."""
+    """``name`` as a folder under the output root; never one that leaves it or is empty."""
     text = str(name)
     parts = Path(text).parts
     if not text.strip() or Path(text).is_absolute() or ".." in parts or "\x00" in text:
@@ -58,16 +55,13 @@ def check_run_name(name: Any) -> str:
 
 
 def _run_folder(root: Any, name: Any, prefix: str = "") -> str:
-    """``<root>/<name>/<prefix><date_time>-<6 random hex>``: two runs started in the same second
-    get different folders. Cached per config (``use_cache``), and Hydra copies that cache into
-    every sweep member's config, so one sweep resolves to one folder."""
+    """``<root>/<name>/<prefix><date_time>-<6 random hex>``; cached per config (``use_cache``),
+    which Hydra copies into every sweep member, so one sweep resolves to one folder."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return str(Path(str(root)) / check_run_name(name) / f"{prefix}{stamp}-{secrets.token_hex(3)}")
 
 
 def register_resolvers() -> None:
-    """Resolvers used in conf/: ``${data_channels:C,edges}``, ``${wandb_offline:}``,
-    ``${slurm_gpus:accelerator,devices}`` and ``${run_folder:root,name[,prefix]}``."""
     for name, fn, cache in (
         ("data_channels", _data_channels, False),
         ("wandb_offline", _wandb_offline, False),
@@ -82,14 +76,12 @@ register_resolvers()
 
 
 def conf_dir() -> Path:
-    """The config folder: ``catdiff/conf`` (a link to the checkout's conf/, and the copy that
-    ``pip install .`` puts inside the package), so every entry point finds it from any folder."""
+    """``catdiff/conf``: a link to the checkout's conf/, or the copy inside the package."""
     return Path(__file__).resolve().parent / "conf"
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped, so a bad
-    value gives its one-line message; other failures name the config key that built them."""
+    """``instantiate`` that lets a :class:`UserError` through; other mistakes name ``key``."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -148,26 +140,14 @@ def _kind(value: Any) -> str:
 def _same_type(old: Any, new: Any) -> bool:
     if old is None or new is None:
         return True
-    if isinstance(old, bool):
-        return isinstance(new, bool)
-    if isinstance(old, int):
-        return isinstance(new, int) and not isinstance(new, bool)
-    if isinstance(old, float):
-        return isinstance(new, int | float) and not isinstance(new, bool)
-    if isinstance(old, ListConfig):
-        return isinstance(new, ListConfig)
-    if isinstance(old, DictConfig):
-        return isinstance(new, DictConfig)
-    return not isinstance(new, ListConfig | DictConfig)  # strings take any scalar
+    kinds = (_kind(old), _kind(new))
+    if kinds[0] == "a string":  # strings take any scalar
+        return kinds[1] not in ("a list", "a mapping")
+    return kinds[0] == kinds[1] or kinds == ("a number", "an integer")
 
 
 def check_override_types(cfg: DictConfig) -> None:
-    """Each ``key=value`` of this job (command line or sweep) keeps the type of the value it
-    replaces: ``trainer.max_steps=abc`` stops here with one line, not deep inside training.
-
-    The reference is the same config composed with only this job's group choices
-    (``experiment=...``, ``data=...``). Needs a running Hydra app; a no-op otherwise.
-    """
+    """:func:`check_value_types` for this job's overrides (a no-op outside a Hydra app)."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -191,9 +171,8 @@ def check_override_types(cfg: DictConfig) -> None:
 
 
 def check_value_types(cfg: DictConfig, reference: DictConfig, items: list[tuple[str, str]]) -> None:
-    """Each ``(key, value as typed)`` of a command line keeps the type of the value it replaces
-    in ``reference`` (the config composed with the same group choices only): one line naming
-    the key otherwise (``n=many``: n takes an integer)."""
+    """Each ``(key, value as typed)`` keeps the type of the value it replaces in ``reference``
+    (the config composed with the same group choices only), else one line naming the key."""
     for key, typed in items:
         if key in _ANY_TYPE:
             continue
@@ -238,8 +217,7 @@ def check_devices(trainer: DictConfig) -> None:
 
 
 def resolve_precision(cfg: DictConfig) -> None:
-    """Replace ``trainer.precision=auto`` by the precision this hardware trains fastest in (see
-    :func:`catdiff.precision.auto_precision`), so config.yaml and the checkpoints record it."""
+    """``trainer.precision=auto`` -> :func:`catdiff.precision.auto_precision`, recorded."""
     if cfg.trainer.precision == "auto":
         from catdiff.precision import auto_precision
 
@@ -247,8 +225,7 @@ def resolve_precision(cfg: DictConfig) -> None:
 
 
 def resolve_channels_last(cfg: DictConfig) -> None:
-    """Replace ``module.channels_last=auto`` by true or false for the resolved precision (so the
-    run's config.yaml records what ran); a value other than auto/true/false is a UserError."""
+    """``module.channels_last=auto`` -> true or false for the resolved precision, recorded."""
     value = cfg.module.get("channels_last", False)
     if isinstance(value, bool):
         return
@@ -262,8 +239,7 @@ def resolve_channels_last(cfg: DictConfig) -> None:
 
 # ------------------------------------------------------------------------ identity
 def _swept_keys(sweep_dir: Path, member_overrides: list[str], params: Any) -> list[str]:
-    """The keys a sweep varies: its ``hydra.sweeper.params`` and the command line's lists, as
-    the sweeper saw them (``<sweep dir>/multirun.yaml``); a later single value wins."""
+    """The keys a sweep varies (sweeper params and the lists of ``multirun.yaml``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     lines = [f"{k}={v}" for k, v in (params or {}).items()]
@@ -278,9 +254,8 @@ def _swept_keys(sweep_dir: Path, member_overrides: list[str], params: Any) -> li
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """How the run appears on W&B: ``group`` = experiment name plus sweep id (all members of
-    one sweep side by side), ``name`` = the swept values (``edges=sobel seed=1``), ``id``
-    derived from the run folder (a requeued job continues its own run), ``tags``."""
+    """The W&B ``group`` (name and sweep id), ``name`` (the swept values), ``id`` (from the
+    run folder: a requeued job continues its own run) and ``tags``."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -1,15 +1,8 @@
 """Score a checkpoint: ``python -m catdiff.evaluate ckpt=PATH n=1000 sampler=ddim sampler.steps=50``.
 
-Writes ``<out>/metrics.json`` (FID and KID with its std per comparable space, NLL in bits/dim
-with its standard error, sampler, steps, n, extractor name and hash, wall times, machine),
-``grid.png``, ``zoom.png`` and ``samples.pt`` (the n samples, uint8), where out defaults to
-``<run folder>/eval/<sampler><nfe>[-<spacing>]_n<n>[_inception]``. Options: conf/evaluate.yaml
-and the sampler group conf/sampler/ (the same overrides as training; catdiff.cli).
-
-The run's own data is loaded from the config stored in the checkpoint (``data_root=PATH``
-when the images moved). FID is taken per space (:mod:`catdiff.metrics.spaces`), with a feature
-extractor trained on that space of the training split (cached, reused by every run on the
-same data, identified by its hash) or the standard InceptionV3 (``metrics.extractor=inception``).
+Writes ``<out>/metrics.json``, ``grid.png``, ``zoom.png`` and ``samples.pt`` (uint8), out
+defaulting to ``<run folder>/eval/<tag>``. The run's data comes from the config stored in the
+checkpoint (``data_root=PATH`` when the images moved); options: conf/evaluate.yaml.
 """
 
 from __future__ import annotations
@@ -40,8 +33,7 @@ EVAL_FORMAT = 1
 
 
 def tag(cfg: DictConfig, name: str, nfe: int, spacing: str | None = None) -> str:
-    """``<sampler name><nfe>[-<spacing>]_n<n>[_<extractor>]``; trailing spacing (the samplers'
-    only one before logsnr) is left out, so older results keep their folder names."""
+    """``<sampler name><nfe>[-<spacing>]_n<n>[_<extractor>]``; trailing spacing left out."""
     suffix = "" if cfg.metrics.extractor == "catdiff" else f"_{cfg.metrics.extractor}"
     spaced = f"-{spacing}" if spacing not in (None, "trailing") else ""
     return f"{name}{nfe}{spaced}_n{cfg.n}{suffix}"
@@ -60,8 +52,7 @@ def load_run_images(data_cfg: dict[str, Any], data_root: str | None) -> dict[str
 
 
 def build_metrics(metrics: DictConfig) -> list[Metric]:
-    """The metric components of conf/evaluate.yaml: the ``metrics.*`` entries that have a
-    ``_target_``, built in order (a new metric is its module and one entry there)."""
+    """The ``metrics.*`` entries of conf/evaluate.yaml that have a ``_target_``, built in order."""
     built = []
     for name, node in metrics.items():
         if not (isinstance(node, DictConfig) and "_target_" in node):

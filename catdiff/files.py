@@ -1,22 +1,13 @@
 """The files a later command reads: written atomically, read without running code.
 
-**Writing.** A checkpoint, a cache, ``samples.pt``, ``metrics.json`` or a report is written to
-a temporary file *in the folder of its final name*, flushed, ``fsync``-ed, and renamed over the
-final name with ``os.replace``; then the folder itself is fsynced so the rename survives a
-power cut. A rename inside one filesystem is atomic: a reader sees the previous complete file
-or the new complete file, never a mix, whatever kills the writer and when. A temporary file
-elsewhere (``$TMPDIR``, as fsspec's transactions do) would make the final step a copy across
-filesystems, and a kill during that copy leaves the final name truncated and the previous good
-file gone: that is why the temporary file lives beside its target.
+**Writing.** To a temporary file *in the folder of its final name*, fsynced, renamed over the
+final name with ``os.replace``, then the folder fsynced. A rename inside one filesystem is
+atomic (a reader sees the previous or the new complete file); a temporary file elsewhere
+would make the last step a copy that a kill can leave truncated. A failed write leaves no
+partial file under the final name, and a full disk or refused folder is one UserError line.
 
-A write that fails (a full disk, a read-only folder, a kill) leaves no partial file under the
-final name; the temporary file is removed when the writer gets the chance (a SIGKILL leaves a
-``.NAME.*.tmp`` beside it, which nothing reads). A full disk or a refused folder is one line
-(:class:`~catdiff.errors.UserError`) naming the file.
-
-**Reading.** ``torch.load`` unpickles, and a pickle can run code. :func:`load_tensors` always
-passes ``weights_only=True`` explicitly: an explicit argument wins over torch's
-``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` switch, which only replaces the *default*.
+**Reading.** A pickle can run code: :func:`load_tensors` passes ``weights_only=True``
+explicitly, which wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` (it only replaces the default).
 """
 
 from __future__ import annotations
@@ -70,12 +61,8 @@ def describe_write_error(path: Path, error: OSError) -> str:
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", durable: bool = True) -> Iterator[IO[Any]]:
     """``with atomic_open(path) as f: f.write(...)``: ``path`` appears complete or not at all.
-
-    The previous file under ``path`` stays until the new one is complete on disk. Errors
-    while writing (a full disk, a refused folder) raise a one-line :class:`UserError`.
-    ``durable=False`` skips the fsyncs: still whole-or-nothing if the process dies, but not
-    after a power cut (for many small files nothing reads back, such as sample PNGs).
-    """
+    ``durable=False`` skips the fsyncs (whole-or-nothing if the process dies, not after a
+    power cut)."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'wb' or 'w', not {mode!r}")
     path = Path(path)
@@ -104,9 +91,7 @@ def atomic_open(path: str | Path, mode: str = "wb", durable: bool = True) -> Ite
 
 
 def writable_folder(folder: str | Path, key: str) -> Path:
-    """``folder`` created if needed and proven writable (a probe file), before minutes of work
-    go into what will be written there; a file in its place or a refused folder is one line
-    naming ``key``."""
+    """``folder`` created if needed and proven writable (a probe file) before any work."""
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise UserError(f"{key}={path} is a file, not a folder: choose another {key}")
@@ -135,27 +120,21 @@ def save_torch(obj: Any, path: str | Path) -> None:
 
 
 def write_with(path: str | Path, writer: Callable[[IO[bytes]], None], durable: bool = True) -> None:
-    """Call ``writer(binary file)`` and publish what it wrote under ``path`` atomically (for
-    writers that take a file object: PIL's ``Image.save``, ``torch.save``, ...)."""
+    """Call ``writer(binary file)`` and publish what it wrote under ``path`` atomically."""
     with atomic_open(path, "wb", durable=durable) as f:
         writer(f)
 
 
 def load_tensors(path: str | Path, *, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only.
-
-    Raises the loader's own error for a file it cannot read (callers word it for the user).
-    """
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_user_file(path: str | Path, key: str, what: str, *, mmap: bool = False) -> Any:
-    """:func:`load_tensors` for a file the user named with ``key=``: a missing file, a text
-    file, random bytes, a truncated or edited archive, or a pickle that wants to run code are
-    each one line (:class:`UserError`) naming ``key``; whatever the loader raised is not shown
-    as a traceback (it raises many kinds: UnpicklingError, IndexError, struct.error, ...)."""
+    """:func:`load_tensors` for a file named with ``key=``: any failure to read it is one
+    UserError line naming ``key``, not a traceback."""
     path = Path(path)
     if not path.is_file():
         raise UserError(

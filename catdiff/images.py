@@ -1,10 +1,5 @@
-"""Turning model tensors into pictures people look at: uint8 grids, zooms, PNG files.
-
-Pure torch + Pillow. Model space is [-1, 1]; pictures are uint8 in [0, 255] (loggers such as
-W&B show float images in [0, 1] as black, so everything leaving catdiff is uint8).
-Images with several channels that are not RGB (gray + Sobel edges) are shown channel by
-channel, side by side, so a reader sees what the model generates in each channel.
-"""
+"""Model tensors in [-1, 1] as uint8 pictures: grids, zooms, PNG files. Channels that are not
+RGB (gray + Sobel edges) are shown side by side."""
 
 from __future__ import annotations
 
@@ -32,10 +27,8 @@ def channels_side_by_side(x: torch.Tensor) -> torch.Tensor:
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tile uint8 images (N, C, H, W) into one (H', W') or (H', W', 3) uint8 array.
-
-    nrow: images per row (default: about square). pad: pixels of black between tiles.
-    """
+    """Tile images (N, C, H, W) into one uint8 (H', W') or (H', W', 3) array, ``nrow`` per
+    row (default: about square), ``pad`` black pixels between tiles."""
     if images.dtype != torch.uint8:
         images = to_uint8(images)
     images = channels_side_by_side(images.cpu())
@@ -57,8 +50,7 @@ def zoom(image: np.ndarray, factor: int = 8) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG, creating parent folders; the file
-    appears whole or not at all (written beside its name, then renamed)."""
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
     path = Path(path)
     picture = Image.fromarray(np.ascontiguousarray(image))
     write_with(path, lambda f: picture.save(f, format="PNG"), durable=False)

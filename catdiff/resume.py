@@ -1,11 +1,7 @@
 """Resuming a run: which checkpoint, from which step, and requeueing a preempted job.
 
-A run resumes from ``ckpt_path=PATH``, from ``ckpt_path=last`` (the newest ``last.ckpt`` among
-the runs of the same name), or by itself: a job that finds ``checkpoints/last.ckpt`` in its own
-run folder was requeued by SLURM after a preemption or a time limit (same sweep member, same
-folder) and goes on from where it stopped. The weights, EMA, optimizer, data position and RNG
-all come back from the checkpoint, so the resumed losses repeat those of a run that never
-stopped (tests/test_resume.py).
+A run resumes from ``ckpt_path=PATH``, ``ckpt_path=last`` (the newest among runs of the same
+name), or by itself when its own run folder holds ``checkpoints/last.ckpt`` (requeued by SLURM).
 """
 
 from __future__ import annotations
@@ -24,9 +20,7 @@ log = logging.getLogger("catdiff.train")
 def checkpoint_to_resume(
     ckpt_path: str | None, run_dir: Path, output_root: str, name: str
 ) -> str | None:
-    """The checkpoint this job starts from: the file asked for, or for ``last`` the newest
-    ``last.ckpt`` among runs named ``name``; else its own ``last.ckpt`` (a requeued job), else
-    ``None`` (a fresh run)."""
+    """The checkpoint this job starts from, or ``None`` (a fresh run)."""
     if ckpt_path == "last":
         found = sorted(
             Path(output_root, name).glob("**/checkpoints/last.ckpt"),
@@ -46,9 +40,7 @@ def checkpoint_to_resume(
 
 
 def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """The checkpoint's contents, read without building the model and without running code from
-    the file (:func:`catdiff.files.load_user_file`: ``weights_only=True`` explicitly, whatever
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says); memory-mapped, so only what is used is read."""
+    """The checkpoint's contents, memory-mapped, without running code from the file."""
     state = load_user_file(ckpt_path, "ckpt_path", "catdiff checkpoint", mmap=True)
     step = state.get("global_step") if isinstance(state, dict) else None
     if isinstance(step, bool) or not isinstance(step, int):
@@ -57,13 +49,11 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
 
 
 def checkpoint_step(ckpt_path: str) -> int:
-    """The global step a checkpoint was saved at."""
     return int(read_checkpoint(ckpt_path)["global_step"])
 
 
-# What a checkpoint's weights were trained for. The model's shape must match for the weights to
-# load at all; the process and the data define what the network learned, so continuing under
-# another schedule, T, objective or image space silently trains something else.
+# The model's shape must match for the weights to load; the process and the data define what
+# the network learned (continuing under another schedule silently trains something else).
 SHAPE_KEYS = ("model",)
 SETUP_KEYS = (
     "diffusion.schedule",
@@ -119,9 +109,8 @@ def setup_differences(
 def check_same_setup(
     state: dict[str, Any], current: dict[str, Any], ckpt_path: str, allow: bool
 ) -> None:
-    """Refuse (one line naming every differing key) to resume a checkpoint under a config whose
-    model shape differs (its weights cannot load), or whose diffusion or data settings differ
-    unless ``resume_check=false`` says the change is meant (fine-tuning under another schedule)."""
+    """Refuse to resume under another model shape, or other diffusion or data settings unless
+    ``allow`` (``resume_check=false``); one line naming every differing key."""
     stored = (state.get("catdiff") or {}).get("config")
     if not isinstance(stored, dict):
         return  # not written by catdiff's module: Lightning checks the weights itself
@@ -143,8 +132,7 @@ def check_same_setup(
 def prepare_resume(
     ckpt_path: str | None, step: int | None, trainer: Any, loggers: Iterable[Any], run_dir: Path
 ) -> None:
-    """Say where this job resumes, and let the CSV loggers that write into this run folder keep
-    their history up to ``step`` (later rows are logged again)."""
+    """Log where this job resumes; CSV loggers in this run folder keep their rows up to ``step``."""
     from catdiff.lightning.loggers import CSVLogger
 
     if ckpt_path is not None and trainer.is_global_zero:
@@ -155,8 +143,7 @@ def prepare_resume(
 
 
 def requeue_if_signalled(callbacks: Iterable[Any], rank: int) -> None:
-    """After ``fit``: a job stopped by SLURM's preemption signal requeues itself and exits here
-    (see :class:`catdiff.lightning.callbacks.LastCheckpoint`)."""
+    """After ``fit``: :meth:`LastCheckpoint.requeue_if_signalled`."""
     from catdiff.lightning.callbacks import LastCheckpoint
 
     for callback in callbacks:

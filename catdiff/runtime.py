@@ -1,9 +1,5 @@
-"""The training process's environment, set before torch and Lightning load.
-
-:func:`prepare_process` is the first thing ``catdiff.train`` does for a job: the OpenMP wait
-policy, glibc's malloc thresholds, the Lightning warnings that do not apply here, and the log
-files of DDP ranks under SLURM. No torch at import: the OpenMP policy only works if it is set
-before torch loads OpenMP.
+"""The training process's environment (:func:`prepare_process`), set before torch and
+Lightning load: the OpenMP policy only works if set before torch loads OpenMP.
 """
 
 from __future__ import annotations
@@ -20,9 +16,7 @@ from catdiff.machine import usable_cores
 
 log = logging.getLogger("catdiff.train")
 
-# Lightning warnings that do not apply here: whole-batch iterables know their length exactly
-# (no workers), the EMA copy is in eval mode on purpose, a torch deprecation, and the hint to
-# use srun on a machine that has SLURM installed but runs this job outside it.
+# Lightning warnings that do not apply here (whole-batch iterables, the EMA in eval mode, ...).
 IGNORED_WARNINGS = (
     r".*IterableDataset. has .__len__. defined",
     r".*module\(s\) in eval mode",
@@ -40,15 +34,9 @@ def ignore_known_warnings() -> None:
 
 
 def choose_omp_wait_policy(trainer: Mapping[str, Any]) -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` when this run shares the cores with other processes.
-
-    Idle OpenMP threads spin for a while before they sleep (libgomp's default). Where other
-    processes need the cores (DDP ranks, the members of a ``hydra/launcher=local`` sweep) the
-    spinning threads take the cores from the processes doing work, so there they sleep at once.
-    A run with the cores to itself is faster spinning (figures: the README's Speed section,
-    "OpenMP threads that spin"). A value the user set is kept. It must be set before torch
-    loads OpenMP; DDP ranks inherit it.
-    """
+    """``OMP_WAIT_POLICY=PASSIVE`` when this run shares the cores with other processes (DDP
+    ranks, sweep members): idle OpenMP threads would spin on cores others need. A value the
+    user set is kept."""
     if "OMP_WAIT_POLICY" in os.environ:
         return
     alone = (
@@ -62,8 +50,7 @@ def choose_omp_wait_policy(trainer: Mapping[str, Any]) -> None:
 
 
 def side_by_side() -> int | None:
-    """How many sweep members this machine runs at once (``hydra/launcher=parallel``: joblib's
-    ``n_jobs``, -1 meaning one per core), or None for a job that has the machine to itself."""
+    """How many sweep members run at once (``hydra/launcher=parallel``), else None."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -76,8 +63,7 @@ def side_by_side() -> int | None:
 
 
 def share_the_cores() -> None:
-    """A member of a side-by-side sweep computes with its share of the cores: with two members
-    on two cores, one thread each, so neither waits for the other at every parallel region."""
+    """A member of a side-by-side sweep computes with its share of the cores."""
     members = side_by_side()
     if members is None:
         return
@@ -89,9 +75,7 @@ def share_the_cores() -> None:
 
 
 def file_logs_on_rank_zero_only() -> None:
-    """Under SLURM every DDP rank is a task that runs this job, Hydra's log file included:
-    ranks > 0 log to the console only, so train.log is rank 0's (the subprocess launcher in
-    catdiff/lightning/ddp.py does the same for the ranks it starts)."""
+    """Under SLURM ranks > 0 log to the console only: train.log is rank 0's."""
     if int(os.environ.get("SLURM_PROCID", "0")) > 0:
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:

@@ -1,12 +1,9 @@
 """Sample cats from a checkpoint:
 ``python -m catdiff.sample ckpt=PATH n=64 sampler=ddim sampler.steps=50 seed=0 out=DIR``.
 
-Writes ``DIR/grid.png`` (all samples), ``DIR/zoom.png`` (the first few, nearest-neighbour x8,
-the seed's "zoom on results"), ``DIR/trajectory.png`` (x_t at a few t for a few samples, then
-x_0) and ``DIR/images/0000.png ...`` (one PNG per sample at model resolution).
-Options and defaults: conf/sample.yaml and the sampler group conf/sampler/ (the same overrides
-as training, ``steps=50`` short for ``sampler.steps=50``: catdiff.cli). The checkpoint carries its own config, so sampling
-needs no other file; it is read with ``torch.load(weights_only=True)``.
+Writes ``DIR/grid.png``, ``DIR/zoom.png`` (the first few, x8), ``DIR/trajectory.png`` (x_t at
+a few t, then x_0) and ``DIR/images/0000.png ...``; options: conf/sample.yaml. The checkpoint
+carries its own config, so sampling needs no other file.
 """
 
 from __future__ import annotations

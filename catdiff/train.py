@@ -1,15 +1,7 @@
 """Train a DDPM on cat faces: ``python -m catdiff.train [experiment=NAME] [key=value ...]``.
 
-Thin on purpose: compose the config (conf/train.yaml), build the data, model, diffusion,
-callbacks, loggers and trainer from it, fit, and print where the run folder is. An
-experiment file that sets ``hydra.mode: MULTIRUN`` runs its whole sweep from this one command
-(no ``-m``); each member is one call of :func:`train`. The process setup is in
-:mod:`catdiff.runtime`, resuming and requeueing in :mod:`catdiff.resume`, the loggers in
-:mod:`catdiff.lightning.loggers`.
-
-Mistakes in the config (an unknown key, a wrong type, an experiment that does not exist, a
-bad value) stop before any training with one line on stderr that names the key, and exit
-code 2; ``HYDRA_FULL_ERROR=1`` shows the full trace instead (:mod:`catdiff.cli`).
+Thin on purpose: build the data, model, diffusion, callbacks, loggers and trainer from
+conf/train.yaml, fit, and print the run folder; each sweep member is one call of :func:`train`.
 """
 
 from __future__ import annotations

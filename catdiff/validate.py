@@ -1,16 +1,9 @@
 """One validation layer for every entry point's config, run before anything is built or written.
 
-Each rule names a key, what it allows and a test of the value; a config is checked against every
-rule whose key it has (training, sampling, evaluation and report configs share the table), then
-against the few rules that relate keys to each other (``beta_start < beta_end``, a sampler's
-steps against T, the attention maps against the machine's memory). The first failure is one
-line naming the key, the value and what is allowed: :class:`~catdiff.errors.UserError`, which
-the entry points turn into exit code 2. Without it, a bad value fails minutes later, deep in
-training, with a traceback (``seed=-1`` in the seeding, ``module.optimizer.lr=-1`` in AdamW,
-``data.image_size=1000`` after the decode cache was written, asking for terabytes).
-
-Choices (schedules, objectives, losses, edge modes) come from the pure layers' own tables, so a
-new one is accepted here without an edit.
+A config is checked against every :class:`Rule` whose key it has, then against the rules that
+relate keys (``beta_start < beta_end``, a sampler's steps against T, the attention maps
+against memory). The first failure is one UserError line naming the key, the value and what is
+allowed, not a traceback minutes later. Choices come from the pure layers' own tables.
 """
 
 from __future__ import annotations
@@ -84,24 +77,15 @@ def _interval(v: Any) -> bool:  # steps (int >= 1) or a fraction of an epoch in 
     return (_integer(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0)
 
 
-def _betas(v: Any) -> bool:
-    return (
-        isinstance(v, ListConfig | list | tuple)
-        and len(v) == 2
-        and all(_number(b) and 0.0 <= b < 1.0 for b in v)
+def _list_of(ok: Callable[[Any], bool], lengths: range = range(1 << 30)) -> Callable[[Any], bool]:
+    return lambda v: (
+        isinstance(v, ListConfig | list | tuple) and len(v) in lengths and all(map(ok, v))
     )
 
 
-def _positive_ints(v: Any) -> bool:
-    return (
-        isinstance(v, ListConfig | list | tuple)
-        and len(v) > 0
-        and all(_integer(m) and m >= 1 for m in v)
-    )
-
-
-def _level_list(v: Any) -> bool:
-    return isinstance(v, ListConfig | list | tuple) and all(_integer(m) and m >= 0 for m in v)
+_betas = _list_of(number(0.0, 1.0, high_open=True), range(2, 3))
+_positive_ints = _list_of(integer(1), range(1, 1 << 30))
+_level_list = _list_of(integer(0))
 
 
 def _text(v: Any) -> bool:
@@ -281,9 +265,8 @@ def _memory_bytes() -> int:
 def attention_bytes(
     image_size: int, batch: int, mults: list[int], levels: list[int], heads: int
 ) -> int:
-    """Bytes of the largest self-attention score tensor of one training batch (fp32):
-    ``batch * heads * (H*W)^2 * 4`` at the finest level with attention (the middle block
-    attends at the coarsest level)."""
+    """Bytes of the largest fp32 self-attention score tensor of one training batch:
+    ``batch * heads * (H*W)^2 * 4`` at the finest level with attention."""
     depth = len(mults)
     finest = min([*levels, depth - 1]) if levels else depth - 1
     side = max(image_size // (2**finest), 1)

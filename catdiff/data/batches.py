@@ -1,13 +1,8 @@
 """Whole batches drawn from an in-memory uint8 tensor: one index operation per batch.
 
-Tiny images make per-sample Python (``Dataset.__getitem__`` + collate) the bottleneck of a
-``DataLoader``; here a batch is ``images[perm[i:i + B]]``. Shuffling is seeded by
-(seed, epoch) so runs repeat; under DDP each rank takes a disjoint stride of one global
-permutation (the same on every rank), so no sampler injection is needed.
-
-:class:`TensorBatches` is resumable: ``state_dict()`` holds the epoch and how many batches of
-it were handed out, which Lightning stores in checkpoints, so a resumed run sees exactly the
-batches an uninterrupted run would have seen next.
+Shuffling is seeded by (seed, epoch); under DDP each rank takes a disjoint share of one
+global permutation. ``state_dict()`` (the epoch and the batches handed out, checkpointed by
+Lightning) lets a resumed run see exactly the batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -27,14 +22,8 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 class TensorBatches(IterableDataset):
-    """Iterate over ``images`` (N, C, H, W) uint8 in batches of ``batch_size`` (per rank).
-
-    Hand it to Lightning as is (a ``train_dataloader`` may return any iterable): wrapped in a
-    ``DataLoader`` it would lose its ``state_dict`` and draw from the global RNG at every
-    ``iter()``. ``shuffle`` reshuffles every epoch (the caller sets it with :meth:`set_epoch`);
-    ``drop_last`` drops the incomplete final batch so every step sees the same batch size
-    (training); validation keeps it.
-    """
+    """Batches of ``batch_size`` uint8 images per rank; hand it to Lightning bare, not in a
+    DataLoader. ``shuffle`` reshuffles every epoch (:meth:`set_epoch`)."""
 
     def __init__(
         self,

@@ -1,22 +1,13 @@
 """Decode once: the distinct decoded images of a source, cached on disk (``data.cache_dir``).
 
-A cache file holds what decoding and de-duplicating produced (images, content keys, the
-source's own test mask, the load report's counts): a warm start only lists and stats the
-files, compares a key, and loads one tensor file.
+A warm start only lists and stats the files, compares a key, and loads one tensor file.
 
-* **Key**: SHA-256 over a format version, every decoding parameter (image_size, channels,
-  resample, crop, source, include, ...) and, per input file, its path relative to the root,
-  its size and its mtime in nanoseconds. Any change (a file added, removed, touched or
-  replaced; another option) gives another key, and the cache is rebuilt.
-* **Slot**: one file per (source, absolute root, parameters):
-  ``<cache_dir>/<source>-<16 hex>.pt``, so switching between, say, 28 and 64 px keeps both,
-  while a changed file list overwrites its slot instead of piling up files.
-* **Atomic** (:func:`catdiff.files.save_torch`): a run killed mid-write leaves at most a
-  ``.*.tmp`` file, never read and removed after an hour.
-* **Checked on load**: format, key, shapes, dtypes and a CRC-32 of the pixels must match;
-  anything else is ignored with a warning and rebuilt. Loaded with ``weights_only=True``.
-
-Edges (``data.edges``) are not cached: one batched convolution, computed after the split.
+* **Key**: SHA-256 over a format version, every decoding parameter and each file's relative
+  path, size and mtime_ns: any change rebuilds the cache.
+* **Slot**: one file per (source, absolute root, parameters), ``<cache_dir>/<source>-<16
+  hex>.pt``: 28 and 64 px keep one each; a changed file list overwrites its slot.
+* **Checked on load**: format, key, shapes, dtypes and a CRC-32 of the pixels; anything else
+  is rebuilt with a warning. Written atomically; stale ``.*.tmp`` files go after an hour.
 """
 
 from __future__ import annotations
@@ -48,8 +39,7 @@ def _json(value: object) -> str:
 
 
 def fingerprint(params: dict, files: Iterable[tuple[str, int, int]]) -> str:
-    """The cache key: SHA-256 of the format version, ``params`` and every ``(relative path,
-    size, mtime_ns)``, in the given order (the order is part of what was decoded)."""
+    """The cache key over ``params`` and every ``(relative path, size, mtime_ns)``, in order."""
     h = hashlib.sha256(_json({"format": FORMAT_VERSION, "params": params}).encode())
     for rel, size, mtime_ns in files:
         h.update(f"{rel}\0{size}\0{mtime_ns}\n".encode())
@@ -146,8 +136,7 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def save(path: str | Path, key: str, loaded: LoadedImages) -> bool:
-    """Write atomically; ``False`` with a warning when the folder is not writable or the disk
-    is full (training goes on without a cache)."""
+    """Write atomically; ``False`` with a warning when that fails (training goes on)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +160,7 @@ def cached(
     key: str,
     build: Callable[[], LoadedImages],
 ) -> LoadedImages:
-    """``build()``'s result, from the cache when it holds ``key``, else built and stored;
-    ``report.cache`` says which (or ``off`` when ``cache_dir`` is None or empty)."""
+    """``build()``'s result, from the cache when it holds ``key``; ``report.cache`` says which."""
     if cache_dir is None or str(cache_dir) == "":
         loaded = build()
         loaded.report.cache = "off"

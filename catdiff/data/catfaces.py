@@ -1,10 +1,8 @@
 """Finding the Kaggle cat faces on disk, or downloading them once.
 
-Dataset: "Cats faces 64x64 (for generative models)", S. Ghosh, 2019, Kaggle
-``spandan2/cats-faces-64x64-for-generative-models`` (no licence stated upstream). kagglehub
-downloads this public dataset without credentials, into its own cache
-(``~/.cache/kagglehub`` unless ``KAGGLEHUB_CACHE`` says otherwise); we record where, so later
-runs need neither the network nor kagglehub.
+Dataset: "Cats faces 64x64 (for generative models)", S. Ghosh, 2019, Kaggle (no licence
+stated upstream). kagglehub downloads it without credentials into its own cache; we record
+where, so later runs need neither the network nor kagglehub.
 """
 
 from __future__ import annotations
@@ -28,11 +26,7 @@ NO_NETWORK = (
 
 
 def _has_network(host: str = "www.kaggle.com", port: int = 443, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to Kaggle opens within ``timeout`` seconds.
-
-    Behind an HTTPS proxy a direct connection may fail while kagglehub would succeed through
-    the proxy, so then we do not guess and let the download itself report.
-    """
+    """Whether a TCP connection opens (behind an HTTPS proxy: assumed, the download reports)."""
     if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
         return True
     try:
@@ -76,15 +70,9 @@ def _download() -> Path:
 
 
 def resolve_catfaces_root(root: str | Path | None, data_dir: str | Path) -> Path:
-    """The folder holding the cat face images, downloading them on first use.
-
-    Looks, in order, at ``root`` (``data.root``) and ``$CATDIFF_DATA_ROOT`` (each must exist
-    when given), ``data_dir/catfaces64`` (a copy placed by hand), the folder recorded in
-    ``data_dir/catfaces64.path`` by an earlier download, and else downloads with kagglehub
-    (network checked first) and records the folder there.
-
-    Wrapper folders are descended into, so the download's ``.../cats`` is returned.
-    """
+    """The folder of the cat faces: ``root``, ``$CATDIFF_DATA_ROOT``, ``data_dir/catfaces64``,
+    the folder an earlier download recorded, else a kagglehub download (recorded). Wrapper
+    folders are descended into."""
     if root is not None and str(root) != "":
         folder = Path(root).expanduser()
         if not folder.is_dir():

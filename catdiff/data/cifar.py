@@ -1,16 +1,8 @@
 """The cat class of CIFAR-10 (label 3), with CIFAR's own train/test split (``data=cifar10_cat``).
 
-Dataset: Krizhevsky, 2009, "Learning Multiple Layers of Features from Tiny Images": 5,000
-training and 1,000 test cats, 32x32 RGB. Two ways in:
-
-* a folder laid out like ``../shared/data/cifar10_cat``: ``train/**/*.jpg`` and
-  ``test/**/*.jpg`` (any image format; the files under ``test/`` are the test split);
-* torchvision's ``cifar-10-batches-py`` (the python pickles), read with
-  ``torchvision.datasets.CIFAR10`` and downloaded once with it when nothing local is found.
-
-Looked for, in order: ``data.root`` (either layout), ``<data_dir>/cifar10_cat`` (folder
-layout), ``<data_dir>/cifar10/cifar-10-batches-py``, then a download into
-``<data_dir>/cifar10`` (network checked first).
+Dataset: Krizhevsky, 2009: 5,000 training and 1,000 test cats, 32x32 RGB. Either a folder
+with ``train/`` and ``test/`` images, or torchvision's ``cifar-10-batches-py``, looked for in
+``data.root``, ``<data_dir>/cifar10_cat``, ``<data_dir>/cifar10``, else downloaded there.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Decoding image files once into one uint8 tensor (N, C, H, W), skipping files that are not.
 
-Tiny images make per-sample decoding in DataLoader workers the bottleneck; decoding the
-whole folder once into memory removes it. Each file is read once and hashed: a byte-identical
-copy of a file already seen is not decoded again, and anything that is not a readable image (empty, truncated, text, a decompression bomb, a file
-that vanished or a symlink that loops) is skipped and counted, never raised.
+Each file is read once and hashed: a byte-identical copy is not decoded again, and anything
+that is not a readable image (empty, truncated, a decompression bomb, vanished, a symlink
+loop) is skipped and counted, never raised.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from catdiff.errors import UserError
 _FILTER_NAMES = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 RESAMPLE_FILTERS = {name: Image.Resampling[name.upper()] for name in _FILTER_NAMES}
 
-# ``data.crop``: "center" cuts the largest centred square (aspect kept), "none" squeezes the
-# whole image into the square (aspect lost, nothing cut).
+# ``data.crop``: the largest centred square, or the whole image squeezed into the square.
 CROP_MODES = ("center", "none")
 
 # What a file that is not a readable image raises somewhere between open() and convert().
@@ -56,11 +54,7 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 @dataclass
 class LoadReport:
-    """What a source found, printed as one line at startup (``str(report)``).
-
-    ``files_seen`` = ``decoded`` + ``unreadable``; ``distinct`` = ``decoded`` -
-    ``duplicates_dropped``; ``train``/``val``/``test`` are filled in by the split.
-    """
+    """What a source found, one line at startup; ``train``/``val``/``test`` from the split."""
 
     files_seen: int
     decoded: int
@@ -104,14 +98,9 @@ class LoadReport:
 
 
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert any Pillow image to "L" or "RGB" the way a viewer would show it.
-
-    Transparent pixels are composited on white (Pillow's plain convert would expose whatever
-    colour hides under them); 16-bit and 32-bit integer grey is scaled by 1/257 (Pillow's
-    convert clips it, turning most of a 16-bit image white); float grey is read as 0..1 when
-    its maximum is at most 1, else as 0..255; everything else (P, 1, CMYK, YCbCr, ...) goes
-    through Pillow's own conversion.
-    """
+    """Any Pillow image as "L" or "RGB", as a viewer shows it: transparency on white, 16/32-bit
+    grey scaled by 1/257 (Pillow's convert clips it), float grey as 0..1 when its maximum is
+    at most 1 else 0..255, everything else through Pillow's own conversion."""
     if img.mode == mode:
         return img
     if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
@@ -135,9 +124,8 @@ def prepare_image(
     resample: Image.Resampling,
     crop: str = "center",
 ) -> np.ndarray:
-    """An open Pillow image -> uint8 (H, W) ("L") or (H, W, 3) ("RGB"): EXIF-rotated,
-    converted by :func:`_to_mode`, then the centred square (``crop="center"``) or the whole
-    image (``"none"``) resized to ``image_size`` in one Pillow call."""
+    """An open image -> uint8 (H, W) or (H, W, 3): EXIF-rotated, converted, cropped and
+    resized to ``image_size`` in one Pillow call."""
     ImageOps.exif_transpose(img, in_place=True)
     img = _to_mode(img, mode)
     w, h = img.size
@@ -151,8 +139,7 @@ def prepare_image(
 
 
 def _check_pixels(img: Image.Image) -> None:
-    """Raise Pillow's DecompressionBombError above ``Image.MAX_IMAGE_PIXELS`` (not only above
-    twice it, where Pillow itself stops): such an image would take seconds and gigabytes."""
+    """DecompressionBombError above ``Image.MAX_IMAGE_PIXELS`` (Pillow stops only at twice it)."""
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and img.width * img.height > limit:
         raise Image.DecompressionBombError(
@@ -225,11 +212,8 @@ class DecodedFiles:
 
 
 def _read(path: str | Path) -> tuple[bytes | None, bytes]:
-    """(file bytes or None if too large to hold, SHA-1 digest of the bytes).
-
-    Opened non-blocking and checked to be a regular file before any read: a FIFO named
-    ``x.png`` would block forever, a device (``/dev/zero`` linked as an image) never end.
-    """
+    """(bytes, or None if too large to hold; SHA-1 digest). Only regular files are read: a
+    FIFO named ``x.png`` would block forever, a linked ``/dev/zero`` never end."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
@@ -265,8 +249,7 @@ def decode_files(
     bad_reason: dict[bytes, str] = {}
     n = 0
     with warnings.catch_warnings():
-        # Odd-but-readable files (bad EXIF, palette quirks) should not flood the log; a file
-        # just below Pillow's bomb limit is an error too, not a multi-second decode.
+        # Quiet odd-but-readable files; a file just below the bomb limit is an error too.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for i, path in enumerate(tqdm(paths, desc="decode", unit="img", disable=not progress)):
@@ -308,13 +291,8 @@ def decode_images(
     progress: bool = False,
     crop: str = "center",
 ) -> tuple[torch.Tensor, list[int]]:
-    """Decode image files (:func:`prepare_image`) into one uint8 tensor, skipping (not
-    crashing on) unreadable ones; byte-identical files are decoded once, images above
-    ``PIL.Image.MAX_IMAGE_PIXELS`` refused as decompression bombs.
-
-    Returns ``(images, unreadable)``: uint8 (N_ok, C, image_size, image_size) in the order of
-    ``paths``, and the indices into ``paths`` of the files that could not be decoded.
-    """
+    """``(images, unreadable)``: uint8 (N_ok, C, S, S) in the order of ``paths``, and the
+    indices of the files that could not be decoded."""
     decoded = decode_files(paths, image_size, channels, resample, crop, progress)
     rows = [r for r in decoded.row if r >= 0]
     images = decoded.images
@@ -325,9 +303,8 @@ def decode_images(
 
 @dataclass
 class LoadedImages:
-    """Distinct uint8 images (N, C, H, W) of a source, ready to split: ``keys`` are their
-    content keys (hex SHA-1 of the pixels); ``fixed_test`` (N,) marks those the source itself
-    puts in the test split (CIFAR-10's test set), or None."""
+    """Distinct uint8 images (N, C, H, W) of a source with their content keys; ``fixed_test``
+    (N,) marks the source's own test split (CIFAR-10's), or None."""
 
     images: torch.Tensor
     keys: list[str]
@@ -384,10 +361,9 @@ def load_files(
     images = decoded.images[keep] if len(keep) < len(decoded.images) else decoded.images
     fixed_test = None
     if test_count:
-        first_file = {}
+        first_file: dict[int, int] = {}  # row -> the first file holding it
         for i, r in enumerate(decoded.row):
-            if r >= 0 and r not in first_file:
-                first_file[r] = i
+            first_file.setdefault(r, i)
         fixed_test = torch.tensor([first_file[r] < test_count for r in keep], dtype=torch.bool)
     readable = len(paths) - len(bad)
     report = LoadReport(
@@ -411,8 +387,7 @@ def load_folder(
     crop: str = "center",
     include: str | Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, list[str], LoadReport]:
-    """List, decode and de-duplicate every image under ``root`` (``data.root``), no cache:
-    ``(images, keys, report)``, the keys for :func:`catdiff.data.dedupe.split_by_hash`."""
+    """List, decode and de-duplicate every image under ``root``, no cache."""
     paths = list_images(root, include)
     loaded = load_files(paths, image_size, channels, resample, crop, progress, root=root)
     return loaded.images, loaded.keys, loaded.report

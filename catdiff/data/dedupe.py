@@ -1,8 +1,7 @@
 """Exact-duplicate removal and a deterministic, hash-based train/val/test split.
 
-Duplicates are found on decoded pixels, not file bytes: byte-identical copies and
-re-encodings that decode to the same pixels both collapse to one image. Dropping them *before* splitting is what keeps train and validation
-from sharing an image.
+Duplicates are found on decoded pixels, and dropped *before* splitting, so train and
+validation never share an image.
 """
 
 from __future__ import annotations
@@ -63,15 +62,9 @@ def _unit_interval(key: str) -> float:
 def split_by_hash(
     keys: list[str], val_fraction: float = 0.05, test_fraction: float = 0.0
 ) -> dict[str, list[int]]:
-    """Split items into train / val / test by the hash of their key.
-
-    Each key is hashed to u in [0, 1): u < val_fraction goes to "val", u >= 1 - test_fraction
-    to "test", the rest to "train" (sorted index lists into ``keys``). An item's split depends
-    only on its own key and the fractions, so adding or removing files never moves existing
-    images between splits, equal keys always land together, and changing one fraction leaves
-    the other split untouched (validation losses stay comparable). Split sizes are only
-    approximately proportional.
-    """
+    """Split items by the hash u in [0, 1) of their key: u < val_fraction is "val",
+    u >= 1 - test_fraction "test", the rest "train". An item's split depends only on its key,
+    so adding files never moves others, and one fraction never moves the other split."""
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1), e.g. 0.05")
     if not 0.0 <= test_fraction < 1.0:

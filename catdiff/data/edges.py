@@ -1,8 +1,4 @@
-"""Sobel edge maps, computed batched on tensors (``data.edges``).
-
-The seed trains on edge images as well as grey ones; here edges are one more transform of
-the decoded uint8 tensor, done once for the whole set before training.
-"""
+"""Sobel edge maps (``data.edges``), computed batched once for the whole decoded set."""
 
 from __future__ import annotations
 
@@ -65,15 +61,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def apply_edges(
     images: torch.Tensor, mode: str, blur_sigma: float = 0.0, chunk_size: int = 512
 ) -> torch.Tensor:
-    """Turn grey uint8 images (N, 1, H, W) into the channels the model trains on.
-
-    ``mode`` (``data.edges``): "none" returns the input; "sobel" the edge magnitude (N, 1,
-    H, W); "sobel+gray" grey and edges stacked (N, 2, H, W), channel 0 grey. The normalisation
-    is fixed, not per image: pixels in [0, 1], the magnitude divided by its largest possible
-    value :data:`SOBEL_MAX` and mapped to 0..255, so a faint image keeps faint edges.
-    ``blur_sigma`` (``data.edge_blur``) pre-blurs in pixels: it suppresses JPEG block edges
-    and fur texture, keeping the face outline. Work is done ``chunk_size`` images at a time.
-    """
+    """Grey uint8 images (N, 1, H, W) -> the model's channels: "sobel" the edge magnitude,
+    "sobel+gray" grey and edges (N, 2, H, W). Fixed normalisation, not per image: pixels in
+    [0, 1], the magnitude over :data:`SOBEL_MAX`, to 0..255, so faint images keep faint edges.
+    ``blur_sigma`` pre-blurs (suppresses JPEG blocks and fur, keeps the outline)."""
     if mode not in EDGE_MODES:
         raise UserError(
             f"data.edges={mode!r} is not an edge mode; use one of {', '.join(EDGE_MODES)}"

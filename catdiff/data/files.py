@@ -24,13 +24,9 @@ def _as_patterns(include: str | Sequence[str] | None) -> list[str]:
 
 
 def matches_include(relative: str, patterns: Sequence[str]) -> bool:
-    """Whether a path relative to ``data.root`` (``/``-separated) passes ``data.include``.
-
-    A pattern without glob characters names a sub-folder (or one file): ``train`` keeps
-    ``train/...``. A pattern with ``*``, ``?`` or ``[...]`` is an ``fnmatch`` glob over the whole
-    relative path, where ``*`` also crosses ``/``: ``*/cat/*`` keeps ``train/cat/1.jpg`` and
-    ``test/cat/1.jpg``. No patterns keep everything.
-    """
+    """Whether a ``/``-separated path relative to ``data.root`` passes ``data.include``: a
+    plain pattern names a sub-folder or file, one with ``*?[`` is an ``fnmatch`` glob over the
+    whole path (``*`` crosses ``/``); no patterns keep everything."""
     if not patterns:
         return True
     for pattern in patterns:
@@ -43,8 +39,7 @@ def matches_include(relative: str, patterns: Sequence[str]) -> bool:
 
 
 def printable(name: str) -> str:
-    """A file name as text that can be printed and logged: bytes that are not UTF-8 (which
-    Python keeps as lone surrogates) shown as ``\\xNN``."""
+    """A file name with its non-UTF-8 bytes (lone surrogates) shown as ``\\xNN``."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -61,12 +56,8 @@ def list_relative(
     include: str | Sequence[str] | None = None,
     skipped: list[str] | None = None,
 ) -> list[str]:
-    """:func:`list_images` as ``/``-separated paths relative to ``root`` (same order).
-
-    Strings, not ``Path`` objects: much faster, and listing is most of a warm start. Paths
-    that are not valid UTF-8 cannot be named in a cache key, a log line or a report: they are
-    left out, and their printable relative paths appended to ``skipped`` when it is given.
-    """
+    """:func:`list_images` as ``/``-separated strings relative to ``root`` (fast: listing is
+    most of a warm start). Non-UTF-8 paths are left out and appended to ``skipped``."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "folder not found"
@@ -101,14 +92,8 @@ def list_relative(
 
 
 def list_images(root: str | Path, include: str | Sequence[str] | None = None) -> list[Path]:
-    """All image files under ``root``, recursively, sorted by path, kept by ``include``
-    (``data.include``, see :func:`matches_include`).
-
-    Extensions are matched case-insensitively. Symlinked folders are not descended into, so
-    a link loop cannot hang the listing; symlinked files are listed (one that loops is later
-    counted as unreadable). macOS ``._name`` resource forks carry an image extension but hold
-    no image: skipped. Folders that cannot be read are skipped silently.
-    """
+    """All image files under ``root``, recursively, sorted, kept by ``include``. Symlinked
+    folders are not descended into (no link loops); macOS ``._name`` files are skipped."""
     folder = Path(root).expanduser()
     return [folder / rel for rel in list_relative(root, include)]
 

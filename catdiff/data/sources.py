@@ -1,15 +1,9 @@
-"""The data sources (``data=<name>``) behind one call, and their train/val/test split.
+"""The data sources (``data=<name>``), decoded once through the cache, and their split.
 
-``load_source`` finds the images of a source (downloading once where it can), decodes them
-once through the on-disk cache (:mod:`catdiff.data.cache`), drops exact duplicates and
-returns them with a :class:`LoadReport`; ``split_loaded`` splits by content hash (or by the
-source's own test set) and fills in the report's train/val/test counts.
-
-Sources:
-    ``catfaces``: Kaggle "Cats faces 64x64" (data.root, $CATDIFF_DATA_ROOT, or kagglehub).
-    ``cifar10_cat``: CIFAR-10 label 3, CIFAR's own test split (see :mod:`catdiff.data.cifar`).
-    ``folder``: any tree of images under data.root, optionally filtered by data.include.
-    ``synthetic``: procedural cat sketches, offline (never cached: drawing them is as fast).
+``catfaces``: Kaggle "Cats faces 64x64" (data.root, $CATDIFF_DATA_ROOT, or kagglehub).
+``cifar10_cat``: CIFAR-10 label 3, CIFAR's own test split (see :mod:`catdiff.data.cifar`).
+``folder``: any tree of images under data.root, optionally filtered by data.include.
+``synthetic``: procedural cat sketches, offline (never cached: drawing them is as fast).
 """
 
 from __future__ import annotations
@@ -44,9 +38,8 @@ def _folder_images(
     progress: bool,
     test_subfolder: str | None = None,
 ) -> LoadedImages:
-    """Every image under ``root`` (filtered by ``include``), through the decode cache. With
-    ``test_subfolder`` (CIFAR's layout) the files under it come first and form the source's
-    own test split; files outside ``train/`` and it are ignored."""
+    """Every image under ``root`` through the decode cache; with ``test_subfolder`` (CIFAR's
+    layout) its files come first and are the test split, and only it and ``train/`` count."""
     skipped: list[str] = []
     relative = list_relative(root, include, skipped)
     test_count = 0
@@ -101,11 +94,7 @@ def load_source(
     seed: int = 0,
     progress: bool = False,
 ) -> LoadedImages:
-    """The distinct images of ``source`` (see the module docstring), decoded once.
-
-    Unreadable files are skipped and logged as one warning (also on a cache hit: they are
-    still there). ``cache_dir`` None or "" turns the decode cache off.
-    """
+    """The distinct images of ``source``; unreadable files are one warning, also on a cache hit."""
     if source not in SOURCES:
         raise UserError(f"data.source={source!r} is not one of {', '.join(SOURCES)}")
     _check_options(image_size, channels, resample, crop)
@@ -156,12 +145,8 @@ def load_source(
 def split_loaded(
     loaded: LoadedImages, val_fraction: float = 0.05, test_fraction: float = 0.05
 ) -> dict[str, torch.Tensor]:
-    """``{"train", "val", "test"}`` -> uint8 images, split by content hash
-    (:func:`~catdiff.data.dedupe.split_by_hash`); fills in ``loaded.report.train/val/test``.
-
-    A source with its own test set (``loaded.fixed_test``, CIFAR-10) keeps it as the test
-    split; ``test_fraction`` is then not used and the rest is split into train and val.
-    """
+    """``{"train", "val", "test"}`` uint8 images split by content hash; a source's own test
+    set (``fixed_test``) replaces ``test_fraction``. Fills in the report's counts."""
     keys = loaded.keys
     if loaded.fixed_test is not None:
         fixed = loaded.fixed_test.tolist()

@@ -1,10 +1,8 @@
 """Procedural cat-face sketches: an offline stand-in for the Kaggle cat faces.
 
-Each sketch is drawn with Pillow at 4x the target size and box-downsampled (antialiasing):
-a background with a gentle brightness ramp, two triangular ears with inner ears, an
-elliptical face, two eyes with slit pupils, a triangular nose, a small mouth and three
-whiskers a side. Position, size, head tilt, ear shape, eye size and every grey level vary per
-image, drawn from ``numpy.random.default_rng(seed)``, so a seed always gives the same set.
+Drawn with Pillow at 4x the size and box-downsampled: ears, face, slit-pupil eyes, nose,
+mouth and whiskers on a ramped background, every shape and grey level drawn from
+``numpy.random.default_rng(seed)``.
 """
 
 from __future__ import annotations
@@ -116,11 +114,7 @@ def _draw_cat(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def synthetic_cats(n: int, image_size: int = 28, seed: int = 0) -> torch.Tensor:
-    """``n`` procedural cat-face sketches as a uint8 tensor (n, 1, image_size, image_size).
-
-    Fully offline and deterministic: the same ``(n, image_size, seed)`` gives the same
-    pixels, and the first k images of a set do not depend on n.
-    """
+    """``n`` sketches, uint8 (n, 1, S, S); deterministic, the first k do not depend on n."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise UserError(f"data.image_size={image_size} must be an integer >= 8 for synthetic cats")
     if n < 0:

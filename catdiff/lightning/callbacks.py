@@ -23,9 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class SampleGrid(Callback):
-    """Every ``every_n_steps`` (and at the end of training), sample ``n`` images with the EMA
-    weights from a fixed seed, so successive grids show the same noise denoised by a better
-    model; written to ``<dirpath>/step_XXXXXXX.png`` and sent to loggers that take images."""
+    """Every ``every_n_steps`` and at the end, ``n`` EMA samples from a fixed seed (the same
+    noise denoised by a better model) to ``<dirpath>/step_XXXXXXX.png`` and the loggers."""
 
     def __init__(
         self,
@@ -71,10 +70,7 @@ class SampleGrid(Callback):
 
 
 class Throughput(Callback):
-    """Logs training images per second (``train/img_per_s``) over each logging window.
-
-    Timing across a window of steps, not per step, so it adds no host synchronisation.
-    """
+    """Logs ``train/img_per_s`` over each window of steps (no host synchronisation)."""
 
     def __init__(self, every_n_steps: int = 50) -> None:
         self.every_n_steps = every_n_steps
@@ -100,14 +96,10 @@ class Throughput(Callback):
 
 
 class Snapshots(Callback):
-    """Every ``every_n_steps`` (0 = off) and at the end of training, the EMA weights alone go to
-    ``<dirpath>/step<N>.ckpt`` (a catdiff checkpoint that ``catdiff.sample`` and
-    ``catdiff.evaluate`` read, ~7 MB for the default model) and a row to
-    ``<dirpath>/snapshots.csv``: step, images seen, and the training wall time so far (from the
-    start of ``fit``, validation included: what the user waits). Metrics against images seen and
-    wall time are then scored after training, off the training clock.
-
-    A resumed run continues the wall clock from the last row of snapshots.csv.
+    """Every ``every_n_steps`` (0 = off) and at the end, the EMA weights alone to
+    ``<dirpath>/step<N>.ckpt`` and a row to ``snapshots.csv``: step, images seen, wall time
+    since the start of ``fit`` (validation included; a resumed run continues it), so metrics
+    can be scored against them after training.
     """
 
     def __init__(self, dirpath: str | Path, every_n_steps: int = 0) -> None:
@@ -124,9 +116,7 @@ class Snapshots(Callback):
 
     def _last_row(self) -> tuple[int, float]:
         """(step, wall_s) of the last snapshot written, (-1, 0.0) if none."""
-        if not self.csv_path.is_file():
-            return -1, 0.0
-        rows = self.csv_path.read_text().strip().splitlines()[1:]
+        rows = self.csv_path.read_text().strip().splitlines()[1:] if self.csv_path.is_file() else []
         if not rows:
             return -1, 0.0
         step, _, wall = rows[-1].split(",")
@@ -160,10 +150,7 @@ class Snapshots(Callback):
         images_seen = step * batch_size * trainer.world_size
         state = {f"ema.{k}": v for k, v in pl_module.ema.state_dict().items()}
         checkpoint = {
-            "catdiff": {
-                "config": pl_module.run_config,
-                "image_shape": list(pl_module.image_shape),
-            },
+            "catdiff": {"config": pl_module.run_config, "image_shape": list(pl_module.image_shape)},
             "state_dict": state,
             "global_step": step,
             "images_seen": images_seen,
@@ -180,25 +167,17 @@ class Snapshots(Callback):
 
 
 class LastCheckpoint(Callback):
-    """Keeps ``last.ckpt`` current where ModelCheckpoint does not, so no work is lost:
+    """Keeps ``last.ckpt`` current where ModelCheckpoint does not:
 
-    * at the end of training (when max_steps is not a multiple of the validation interval);
-    * on a crash or Ctrl-C -- except when the loss went non-finite: then the weights may be
-      bad and the last good checkpoint must stay;
-    * on SLURM's preemption or time-limit signal (``requeue_signal``, SIGUSR2 as submitit's
-      ``signal_delay_s`` asks SLURM to send): at the next step boundary it saves, stops, and
-      after ``fit`` :meth:`requeue_if_signalled` requeues the job (through submitit when
-      submitit runs it, else ``scontrol requeue``) and exits. The requeued job finds
-      ``last.ckpt`` in its run folder and resumes from it (catdiff/resume.py). Outside SLURM the
-      signal saves and stops the run (resume it with ``ckpt_path=``);
-    * on SIGTERM (what SLURM sends before killing a preempted job): under SLURM it saves and
-      trains on (SLURM either requeues the job, which then resumes, or sends the requeue
-      signal); elsewhere it saves, stops and exits with code 143.
+    * at the end of training;
+    * on a crash or Ctrl-C, unless the loss went non-finite (the last good checkpoint stays);
+    * on ``requeue_signal`` (SLURM's preemption or time-limit signal): save and stop at the next
+      step; after ``fit`` :meth:`requeue_if_signalled` requeues the job (submitit or
+      ``scontrol requeue``), which resumes from ``last.ckpt``. Outside SLURM: save and stop;
+    * on SIGTERM: under SLURM save and train on; elsewhere save, stop and exit 143.
 
-    The signals only set a flag; the work happens between steps, where the weights, the EMA,
-    the optimizer, the data position and the RNG agree, so the saved state is exact.
-    Under DDP the ranks agree on the flag (one small all-reduce every ``DDP_CHECK_EVERY``
-    steps, so the save comes at most that many steps after the signal) and save together.
+    The signals only set a flag; the save happens between steps, where all state agrees. Under
+    DDP the ranks agree on the flag every ``DDP_CHECK_EVERY`` steps (one all-reduce).
     """
 
     _TERMINATE, _REQUEUE = 1, 2
@@ -209,8 +188,7 @@ class LastCheckpoint(Callback):
     ) -> None:
         self.path = Path(dirpath) / filename
         self.requeue_signal = signal.Signals[requeue_signal] if requeue_signal else None
-        # Once acted upon: "requeue" (the requeue signal under SLURM), "stop" (the requeue
-        # signal elsewhere: checkpoint and stop) or "terminate" (SIGTERM outside SLURM).
+        # Once acted upon: "requeue", "stop" (requeue signal outside SLURM) or "terminate".
         self.stop_reason: str | None = None
         self._received = 0
         self._saved_step = -1
@@ -223,9 +201,8 @@ class LastCheckpoint(Callback):
             return  # signal handlers can only be set from the main thread
         wanted = [signal.SIGTERM] + ([self.requeue_signal] if self.requeue_signal else [])
         for signum in wanted:
-            # Lightning's own SIGTERM handler (replaced while training, restored by Lightning
-            # after fit) would raise mid-epoch without saving; submitit's requeue handler is
-            # kept and called once the checkpoint is on disk.
+            # Lightning's SIGTERM handler would raise mid-epoch without saving; submitit's
+            # requeue handler is kept and called once the checkpoint is on disk.
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
 
@@ -244,7 +221,7 @@ class LastCheckpoint(Callback):
         code = self._received
         if trainer.world_size > 1:  # every rank must take the same decision at the same step
             if trainer.global_step % self.DDP_CHECK_EVERY:
-                return  # agree only every few steps: an all-reduce + host sync per step costs
+                return
             flag = torch.tensor(code, device=pl_module.device)
             code = int(trainer.strategy.reduce(flag, reduce_op="max"))
         if not code:
@@ -259,12 +236,9 @@ class LastCheckpoint(Callback):
             if trainer.is_global_zero:
                 log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
             return
-        if code == self._REQUEUE:
-            self.stop_reason = "requeue" if in_slurm else "stop"
-        else:
-            self.stop_reason = "terminate"
-        # Stop after this step as if it were the last one. (Not `should_stop`: that runs an
-        # extra validation whose checkpoint Lightning resumes from one logging step off.)
+        requeue = "requeue" if in_slurm else "stop"
+        self.stop_reason = requeue if code == self._REQUEUE else "terminate"
+        # Stop as if this were the last step (`should_stop` would run an extra validation).
         trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
         for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint would save its own last
             callback.save_last = False  # .ckpt at train end, after the epoch is closed: too late
@@ -282,18 +256,15 @@ class LastCheckpoint(Callback):
             )
 
     def requeue_if_signalled(self, rank: int = 0) -> None:
-        """After ``fit``: requeue the job and exit if the requeue signal stopped it under
-        SLURM; exit with 143 (terminated) if SIGTERM stopped it; else do nothing (a local run
-        stopped on request returns normally). Exiting with ``SystemExit`` before the job
-        function returns tells submitit the job has not finished."""
+        """After ``fit``: requeue and exit if the requeue signal stopped it under SLURM, exit
+        143 if SIGTERM did, else return (``SystemExit`` tells submitit the job is unfinished)."""
         if self.stop_reason in (None, "stop"):
             return
         if self.stop_reason == "terminate":
             raise SystemExit(143)
         submitit_handler = self._previous.get(self.requeue_signal)
         if callable(submitit_handler):
-            # submitit: rank 0 dumps the job for resubmission, requeues and exits; other ranks
-            # return from it and exit below.
+            # rank 0 requeues and exits in it; other ranks return and exit below
             submitit_handler(int(self.requeue_signal), None)
         elif rank == 0:
             job = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -323,8 +294,7 @@ class LastCheckpoint(Callback):
         if trainer.world_size == 1:
             trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
         else:
-            # Only this rank may have failed: Trainer.save_checkpoint ends in a barrier that the
-            # other ranks would never reach. Dump and let rank 0 write, without collectives.
+            # Only this rank may have failed: no barrier (Trainer.save_checkpoint has one).
             checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
             trainer.strategy.save_checkpoint(checkpoint, self.path)
         log.warning(

@@ -1,14 +1,8 @@
 """Checkpoints that survive any kill and load without running code.
 
-Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file lies
-in ``$TMPDIR``; on a cluster that is a local disk while the run folder is on shared storage, so
-the final move is a copy, and a kill during it leaves ``last.ckpt`` truncated with the previous
-good one already gone. :class:`AtomicCheckpointIO` writes the temporary file beside the
-checkpoint and renames it (:mod:`catdiff.files`), so ``last.ckpt`` and ``best-step*.ckpt`` are
-always a complete checkpoint, and a full disk is one line that leaves the previous file in place.
-
-Loading always passes ``weights_only=True``, whatever the caller or the environment asks:
-a checkpoint is a file a user hands us, and a pickle can run code.
+Lightning's ``TorchCheckpointIO`` writes its temporary file in ``$TMPDIR``: on a cluster the
+final move is a copy, and a kill during it truncates ``last.ckpt``. Here it is written beside
+the checkpoint and renamed (:mod:`catdiff.files`); loading always passes ``weights_only=True``.
 """
 
 from __future__ import annotations

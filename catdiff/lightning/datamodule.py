@@ -1,12 +1,7 @@
 """CatDataModule: images decoded once into a uint8 tensor in memory, batches drawn whole.
 
-Sources (``data.source``): ``catfaces`` (Kaggle cat faces: data.root, $CATDIFF_DATA_ROOT, or a
-one-time kagglehub download), ``cifar10_cat`` (CIFAR-10 cats with CIFAR's own test split),
-``folder`` (any tree of images under data.root, optionally filtered by data.include) and
-``synthetic`` (procedural cat sketches, offline). Files are decoded once into an on-disk cache
-(``data.cache_dir``), exact duplicates are dropped before the split, which is by content hash,
-so no image is in two of train/val/test. Scaling to [-1, 1] and the random horizontal flip
-run on whole batches on the training device. All the work is in :mod:`catdiff.data`.
+The sources, the decode cache and the split by content hash are in :mod:`catdiff.data`;
+scaling to [-1, 1] and the random horizontal flip run on whole batches on the device.
 """
 
 from __future__ import annotations
@@ -27,26 +22,8 @@ log = logging.getLogger(__name__)
 class CatDataModule(L.LightningDataModule):
     """Cat images as uint8 tensors (N, C, H, W); batches arrive as float in [-1, 1].
 
-    Args:
-        source: one of ``catfaces``, ``cifar10_cat``, ``folder``, ``synthetic``.
-        root: folder of images (``folder``; optional for ``catfaces`` and ``cifar10_cat``).
-        data_dir: where downloads go.
-        image_size: side of the square images the model sees (28 in the seed; 32, 64).
-        channels: 1 (grayscale, the seed) or 3 (RGB).
-        edges: ``none``, ``sobel`` (edge magnitude replaces the image) or ``sobel+gray``.
-        edge_blur: Gaussian blur sigma (pixels) before Sobel; 0 = none.
-        resample: resize filter (``bicubic``, ``bilinear``, ``lanczos``, ``nearest``, ``box``,
-            ``hamming``).
-        crop: ``center`` (centred square of a non-square image) or ``none`` (squeeze it).
-        include: sub-folder(s) or glob(s) relative to ``root`` to keep; None keeps all.
-        flip: random horizontal flip of training batches.
-        val_fraction: share of distinct images held out for validation (by content hash).
-        test_fraction: share held out for testing (by content hash; ``cifar10_cat`` uses
-            CIFAR's own test set instead). Changing it leaves the validation split as it is.
-        batch_size: images per step per device.
-        synthetic_n: how many sketches ``synthetic`` draws.
-        seed: shuffling seed (the order repeats for a given seed and epoch).
-        cache_dir: folder of the decode cache; None (or "") turns it off.
+    The arguments are the ``data.*`` keys (conf/data/); ``cache_dir`` None or "" turns the
+    decode cache off, ``seed`` fixes the shuffling order of each epoch.
     """
 
     def __init__(
@@ -110,7 +87,6 @@ class CatDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> LoadedImages:
-        """Distinct uint8 images, their content keys and the load report (see load_source)."""
         return load_source(
             self.source,
             root=self.root,
@@ -127,11 +103,7 @@ class CatDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Download (once) and decode into the cache, on one process per node.
-
-        Under DDP the other ranks then find a warm cache in :meth:`setup`; in a single
-        process the result is kept in memory and not loaded twice.
-        """
+        """Download and decode into the cache on one process per node (kept in memory)."""
         if self.train_images is None and self._loaded is None:
             self._loaded = self._load()
 
@@ -169,9 +141,8 @@ class CatDataModule(L.LightningDataModule):
         if self._train_batches is not None:
             self._train_batches.set_epoch(epoch)
 
-    # The iterables go to Lightning bare, not in a DataLoader: a DataLoader would hide their
-    # state_dict (so a resumed run would restart the epoch) and draw from the global RNG at
-    # every iter() (so a resumed run would flip different images). Batches are already whole.
+    # Bare iterables, not DataLoaders: a DataLoader would hide their state_dict (a resumed run
+    # would restart the epoch) and draw from the global RNG at every iter().
     def train_dataloader(self) -> TensorBatches:
         self._train_batches = TensorBatches(
             self.train_images, self.batch_size, shuffle=True, drop_last=True, seed=self.seed

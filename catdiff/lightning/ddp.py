@@ -1,21 +1,10 @@
 """DDP that keeps one run folder per run when Hydra started the job.
 
-Lightning's DDP (``strategy="ddp"``) starts ranks 1..N-1 by re-running the script with the
-same ``sys.argv`` plus ``hydra.run.dir=<hydra.run.dir>``. Under Hydra that goes wrong in three
-ways (the "Hydra + DDP trap"):
-
-* in a sweep, ``sys.argv`` holds ``-m`` and the swept lists, so every rank > 0 starts a whole
-  sweep of its own; and ``hydra.run.dir`` is not the sweep member's folder, so ranks write
-  to other, per-rank folders;
-* an experiment file that sets ``hydra.mode: MULTIRUN`` sweeps even without ``-m``;
-* each rank > 0 writes its own ``train_ddp_process_<k>.log`` into the folder.
-
-:class:`HydraDDPStrategy` starts the other ranks with exactly this job's overrides (the
-sweep member's, not the command line's), ``hydra.mode=RUN``, ``hydra.run.dir`` = this job's
-output folder, no ``.hydra/`` copy and console-only logging. So every rank composes the same
-config and the run has one folder, one checkpoint and one set of metrics (rank 0 writes them).
-
-Under SLURM (``hydra/launcher=slurm``) SLURM starts one task per GPU and no re-launch happens.
+Lightning's DDP starts ranks 1..N-1 by re-running ``sys.argv``: in a sweep (``-m``, or an
+experiment with ``hydra.mode: MULTIRUN``) every rank would start a sweep of its own, in other
+folders, each with its own log file. :class:`HydraDDPStrategy` starts them with this job's
+overrides, ``hydra.mode=RUN``, this job's output folder, no ``.hydra/`` copy and console-only
+logging: one folder, one checkpoint, one set of metrics. (Under SLURM, SLURM starts the ranks.)
 """
 
 from __future__ import annotations
@@ -56,8 +45,7 @@ _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_S
 
 
 class _RunFolderLauncher(_SubprocessScriptLauncher):
-    """Lightning's subprocess launcher, with :func:`rank_command` when Hydra runs the job, and
-    a :meth:`finish` that lets the next member of a local sweep start DDP afresh."""
+    """Lightning's subprocess launcher with :func:`rank_command` under Hydra, and :meth:`finish`."""
 
     def _call_children_scripts(self) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -73,17 +61,14 @@ class _RunFolderLauncher(_SubprocessScriptLauncher):
         os.environ["NODE_RANK"] = str(self.cluster_environment.node_rank())
         os.environ["LOCAL_RANK"] = str(self.cluster_environment.local_rank())
         os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
-        # The ranks inherit OMP_WAIT_POLICY=PASSIVE: catdiff.runtime.choose_omp_wait_policy sets it
-        # for devices > 1, before torch loads OpenMP (see README, "DDP").
         for local_rank in range(1, self.num_processes):
             env = {**os.environ, "LOCAL_RANK": str(local_rank)}
             self.procs.append(subprocess.Popen(rank_command(local_rank), env=env))
         return None
 
     def finish(self) -> None:
-        """After fit, in the process that started the others: wait for them, close the process
-        group and restore the environment. Without this, the next member of a sweep run in
-        this process would find LOCAL_RANK set (so start no ranks) and a dead process group."""
+        """After fit: wait for the ranks, close the process group and restore the environment,
+        so the next sweep member in this process starts DDP afresh."""
         if not self.procs:
             return
         for proc in self.procs:

@@ -1,11 +1,5 @@
-"""FID, KID and NLL during training, every ``every_n_steps`` (off by default: on a CPU one
-evaluation takes minutes, see the README's "Measure quality"; on a GPU set e.g.
-``callbacks.evaluate.every_n_steps=5000``).
-
-Uses the EMA weights, the datamodule's own splits and the scoring of ``catdiff.evaluate``, so
-the numbers logged here (``eval/fid_<space>``, ``eval/kid_<space>``, ``eval/nll_bpd``) are the
-ones ``python -m catdiff.evaluate`` gives for the checkpoint with the same options.
-"""
+"""FID, KID and NLL during training every ``every_n_steps`` (0, the default, is off), with the
+EMA weights and the scoring of ``catdiff.evaluate``, so the numbers agree with it."""
 
 from __future__ import annotations
 
@@ -66,7 +60,6 @@ class PeriodicEvaluation(Callback):
         data_cfg = dict(pl_module.run_config.get("data") or {})
         data_cfg.setdefault("edges", getattr(dm, "edges", "none"))
         data_cfg.setdefault("channels", getattr(dm, "channels", 1))
-        # The evaluate CLI's chunked, seeded sampling and its metric defaults: the same numbers.
         was_training = pl_module.ema.model.training
         pl_module.ema.model.eval()
         samples, _, _ = generate(

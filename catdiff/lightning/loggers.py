@@ -1,10 +1,7 @@
-"""The run's loggers: built from ``cfg.logger``, told the config, given the final summary,
-finished; and a CSV logger whose history survives a resume in the same run folder.
+"""The run's loggers, and a CSV logger whose history survives a resume in the same folder.
 
-Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts. A job that SLURM
-requeued resumes in its own run folder, so that would drop the metrics of the first attempt.
-:class:`CSVLogger` keeps them: rows up to the step of the checkpoint the run resumes from stay,
-later rows (logged after that checkpoint, about to be logged again) go, and new rows follow.
+Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts; :class:`CSVLogger`
+keeps the rows up to the step of the checkpoint the run resumes from.
 """
 
 from __future__ import annotations
@@ -25,8 +22,7 @@ from catdiff.files import write_text
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    """The loggers of ``cfg.logger`` (``None`` entries switched off); a W&B logger gets the
-    run's identity (group, name, id, tags) where its config leaves them unset."""
+    """The loggers of ``cfg.logger``; a W&B logger gets the run's identity where unset."""
     loggers = []
     for key, node in (cfg.get("logger") or {}).items():
         if node is None:
@@ -41,8 +37,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path, trainer: Any, loggers: list[Any]) -> None:
-    """``config.yaml`` (resolved) in the run folder, and the config as every logger's
-    hyperparameters, with the world size and the global batch size (rank 0 calls this)."""
+    """``config.yaml`` in the run folder, and the config as every logger's hyperparameters."""
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     hparams = {
@@ -78,8 +73,7 @@ def write_summary(
 
 
 def finish_wandb(loggers: list[Any], failed: bool) -> None:
-    """End the W&B run: one process runs every member of a local sweep, and an unfinished run
-    would swallow the next member's metrics."""
+    """End the W&B run, or it would swallow the next local sweep member's metrics."""
     if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
         return
     import wandb
@@ -109,11 +103,7 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class CSVLogger(LightningCSVLogger):
-    """``lightning.pytorch.loggers.CSVLogger`` that appends to an existing ``metrics.csv``.
-
-    Set :attr:`resume_step` (the checkpoint's global step) before training starts when the
-    run resumes; :func:`catdiff.resume.prepare_resume` does.
-    """
+    """Lightning's CSVLogger appending to ``metrics.csv`` from :attr:`resume_step` on."""
 
     resume_step: int | None = None
 

@@ -1,14 +1,9 @@
-"""DiffusionModule: the training loop of the seed's notes, as Lightning glue (no maths here).
+"""DiffusionModule: the training loop as Lightning glue (the maths is in catdiff.diffusion).
 
-Each step: draw t uniformly, noise x_0 with q_sample, predict with the UNet, take the loss of
-the configured objective (diffusion/gaussian.py). Validation uses fixed noise and t (seeded by
-batch index) so the curve measures the model, not the draw, and splits the loss into
-timestep buckets. Sampling uses the EMA weights, which are stored in every checkpoint.
-
-Randomness is resumable: t and the noise of a training step come from a generator seeded by
-(seed, rank, step), and the global RNG (random flips) is saved in checkpoints, so a run that
-resumes from a checkpoint repeats the losses of one that never stopped (on CPU, exactly).
-Under DDP every rank draws its own t and noise; the weights, and so the EMA, stay identical.
+Validation uses fixed noise and t (seeded by batch index), so the curve measures the model,
+not the draw. A step's t and noise come from a generator seeded by (seed, rank, step) and the
+global RNG (random flips) is checkpointed, so a resumed run repeats the losses of one that
+never stopped.
 """
 
 from __future__ import annotations
@@ -33,29 +28,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class DiffusionModule(L.LightningModule):
-    """Train ``model`` to reverse ``diffusion``; sample with an EMA copy of it.
-
-    Args:
-        model: network ``model(x_t, t) -> prediction`` of the diffusion's objective.
-        diffusion: the Gaussian process (schedule, objective, loss).
-        optimizer: partial ``optimizer(params) -> torch.optim.Optimizer`` (from config).
-        lr_scheduler: partial ``fn(optimizer, total_steps) -> LRScheduler`` stepped every step, or None.
-        ema_decay: EMA decay; the weights used for sampling and val loss.
-        ema_warmup: ramp the decay as (1 + n) / (10 + n) early on, so EMA tracks fresh weights.
-        sampler: default sampler for :meth:`sample` (e.g. DDPMSampler()).
-        val_buckets: validation loss is also logged per bucket of t (``val/loss_t<k>``).
-        image_shape: (C, H, W) of samples.
-        run_config: the run's resolved config (plain dict), written into every checkpoint so
-            ``catdiff.sample`` can rebuild the model without the original config files.
-        seed: seeds the per-step draws of t and noise (with the rank and the step).
-        compile: train through ``torch.compile(model)`` (``module.compile``); checkpoints, the
-            EMA and sampling keep using the plain model.
-        consistency: train by ECT's consistency loss instead of the diffusion loss
-            (``module.consistency``, :class:`catdiff.diffusion.consistency.ConsistencyTuning`),
-            its stage set by the step; validation still reports the diffusion loss.
-        channels_last: keep the network in the ``channels_last`` memory format
-            (``module.channels_last``, see :func:`catdiff.precision.auto_channels_last`): same
-            maths, another layout for oneDNN's convolutions; checkpoints load into either.
+    """Train ``model`` (``model(x_t, t) -> prediction``) to reverse ``diffusion``; sample and
+    validate with an EMA copy. ``optimizer(params)`` and ``lr_scheduler(optimizer,
+    total_steps)`` (stepped every step) are partials from the config; ``run_config`` goes into
+    every checkpoint so ``catdiff.sample`` can rebuild the model; ``compile`` trains through
+    ``torch.compile`` (the EMA, checkpoints and sampling use the plain model); ``consistency``
+    (a :class:`catdiff.diffusion.consistency.ConsistencyTuning`) trains by ECT's loss instead
+    of the diffusion loss, its stage set by the step (validation still reports the latter).
     """
 
     def __init__(
@@ -108,11 +87,8 @@ class DiffusionModule(L.LightningModule):
         generator: torch.Generator | None = None,
         stratified: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample losses (B,) and their timesteps t (B,) for clean images x0 in [-1, 1].
-
-        ``stratified`` spreads t evenly over [0, T) across the batch (one random offset), so
-        every timestep bucket is scored even on a small validation set.
-        """
+        """Per-sample losses (B,) and timesteps t (B,) for x0 in [-1, 1]; ``stratified``
+        spreads t evenly over [0, T) (one random offset), so every bucket is scored."""
         if stratified:
             n, T = x0.shape[0], self.diffusion.T
             offset = torch.rand((), generator=generator, device=x0.device)
@@ -125,8 +101,7 @@ class DiffusionModule(L.LightningModule):
         return self.diffusion.loss_per_sample(prediction.float(), x0, t, noise), t
 
     def _step_generator(self, device: torch.device) -> torch.Generator:
-        """The generator for this step's t and noise: a pure function of (seed, rank, step), so
-        resuming needs no generator state and DDP ranks draw different noise."""
+        """This step's generator, from (seed, rank, step): resuming needs no generator state."""
         world, rank = self.trainer.world_size, self.trainer.global_rank
         key = (self.seed * 1_000_003 + self.global_step) * world + rank
         return torch.Generator(device=device).manual_seed(key)
@@ -154,29 +129,25 @@ class DiffusionModule(L.LightningModule):
             loss = self.consistency.loss_per_sample(
                 self._train_net(), self.diffusion, batch, stage, generator
             ).mean()
-        # One host sync per step; on CPU it is free, and it stops the run before a NaN
-        # gradient reaches the weights, so the last checkpoint on disk stays good.
+        # Stops the run before a NaN gradient reaches the weights: the last checkpoint stays good.
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at step {self.global_step}: "
                 "lower optimizer.lr, or use diffusion.loss=huber; the last good checkpoint is kept"
             )
-        # Under DDP the logged loss is the mean over ranks (one scalar all-reduce per step).
-        distributed = self.trainer.world_size > 1
+        distributed = self.trainer.world_size > 1  # log the mean over ranks
         self.log(
             "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=distributed
         )
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        # Here, not in on_train_batch_end: callbacks (checkpoints) run before that hook, and
-        # the EMA must have seen every optimizer step that a saved state includes.
+        # Not in on_train_batch_end: checkpoint callbacks run before it.
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model)
 
     def on_train_start(self) -> None:
-        # Restored here, after Lightning's own setup and right before the first batch, so
-        # nothing between loading the checkpoint and training draws from the restored RNG.
+        # Right before the first batch: nothing else draws from the restored RNG.
         if self._rng_to_restore is not None:
             torch.set_rng_state(self._rng_to_restore["torch"])
             cuda = self._rng_to_restore.get("cuda")
@@ -188,8 +159,7 @@ class DiffusionModule(L.LightningModule):
         self._check_ema_identical_across_ranks()
 
     def _check_ema_identical_across_ranks(self) -> None:
-        """DDP keeps the weights identical on every rank, hence the EMA; check it (bitwise)
-        once at the end, so a rank that drifted cannot go unnoticed in the checkpoint."""
+        """Under DDP the EMA must be bitwise identical on every rank: checked once at the end."""
         if self.trainer.world_size == 1:
             return
         mine = torch.cat([p.detach().flatten().float() for p in self.ema.model.parameters()])
@@ -215,7 +185,6 @@ class DiffusionModule(L.LightningModule):
         self._val_sums = {"ema": zeros.clone(), "raw": zeros.clone(), "count": zeros.clone()}
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # The same noise and t for a given batch at every validation: curves compare models.
         for name, net in (("ema", self.ema.model), ("raw", self.model)):
             generator = torch.Generator(device=batch.device).manual_seed(10_007 + batch_idx)
             losses, t = self._losses(net, batch, generator=generator, stratified=True)
@@ -237,7 +206,6 @@ class DiffusionModule(L.LightningModule):
         for k in range(self.val_buckets):
             if count[k] > 0:
                 metrics[f"val/loss_t{k}"] = sums["ema"][k] / count[k]
-        # Sums were already reduced over ranks above, so no further sync here.
         self.log("val/loss", metrics.pop("val/loss").float(), prog_bar=True)
         self.log_dict({k: v.float() for k, v in metrics.items()})
 
@@ -287,8 +255,7 @@ class DiffusionModule(L.LightningModule):
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["catdiff"] = {"config": self.run_config, "image_shape": list(self.image_shape)}
-        # The global RNG draws the random flips; every rank draws the same amount, so rank
-        # 0's state is every rank's. (t and noise need no state: see _step_generator.)
+        # The global RNG draws the random flips, the same amount on every rank.
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)

@@ -1,11 +1,6 @@
-"""FID/KID and the detail ratio as metric components (conf/evaluate.yaml ``metrics.fid_kid``,
-``metrics.detail``).
-
-They write the metrics.json keys they always had, ``fid: {space: x}``, ``kid: {space: {mean,
-std}}`` and ``detail: {space: x}``, rather than the generic ``scores`` form
-(:mod:`catdiff.metrics.metric`): older results, the report and the comparison studies read
-those keys.
-"""
+"""FID/KID and the detail ratio as metric components, writing their own metrics.json keys
+(``fid: {space: x}``, ``kid: {space: {mean, std}}``, ``detail: {space: x}``), which older
+results and their readers rely on."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """The common interface of FID/KID feature extractors, and image conversion.
 
-Every extractor maps float images (N, C, H, W) in [-1, 1] to features (N, d) float32, always
-in eval mode with frozen weights. Its identity is :func:`weights_sha256` of its weights,
-recorded with every score (:meth:`FeatureExtractor.info`) so that FIDs from different
-extractors are never compared.
-
-Images given to the metrics are first brought to 8 bits (:func:`as_uint8`), as if saved to PNG:
-real images are uint8 already, and generated ones are treated exactly like them.
+An extractor is frozen, in eval mode; its identity, :func:`weights_sha256`, is recorded with
+every score so FIDs of different extractors are never compared. Images are first brought to
+8 bits (:func:`as_uint8`), as if saved to PNG, like the real ones.
 """
 
 from __future__ import annotations
@@ -19,8 +15,7 @@ from torch import Tensor, nn
 
 
 def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
-    """SHA-256 over every (name, dtype, shape, bytes) of ``state_dict``, in name order: the
-    same weights give the same hash whatever file or device they came from."""
+    """SHA-256 over every (name, dtype, shape, bytes) of ``state_dict``, in name order."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name].detach().to("cpu").contiguous()
@@ -30,11 +25,8 @@ def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def as_uint8(images: Tensor) -> Tensor:
-    """uint8 (N, C, H, W) as is; float (N, C, H, W) in [-1, 1] -> uint8 0..255 (rounded).
-
-    Floats outside [-1, 1] are clamped (sampler overshoot); values beyond +-1.5 are taken for
-    a mistake (e.g. [0, 255] floats) and raise ValueError, as do NaNs and non-4-D tensors.
-    """
+    """uint8 (N, C, H, W) as is; float in [-1, 1] -> uint8 (rounded, clamped); beyond +-1.5
+    (e.g. [0, 255] floats) or NaN is a ValueError."""
     if not torch.is_tensor(images) or images.ndim != 4:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise ValueError(f"expected images (N, C, H, W), got {shape}")
@@ -53,11 +45,8 @@ def to_unit(images_uint8: Tensor) -> Tensor:
 
 
 class FeatureExtractor(nn.Module):
-    """Frozen images -> features. forward: float (N, C, H, W) in [-1, 1] -> (N, dim) float32.
-
-    Subclasses set ``name`` and ``dim``, and call :meth:`_freeze` once their weights are
-    final: ``sha256`` is over the wrapped network's own state dict (its weights file's).
-    """
+    """float (N, C, H, W) in [-1, 1] -> (N, dim) float32. Subclasses set ``name`` and ``dim``
+    and call :meth:`_freeze` once their weights are final."""
 
     name: str
     dim: int

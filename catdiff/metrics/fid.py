@@ -1,14 +1,8 @@
 """FID and KID through torchmetrics, on features from any :class:`FeatureExtractor`.
 
-Images are uint8 0..255 or float in [-1, 1], (N, C, H, W); floats are rounded to 8 bits once
-(:func:`~catdiff.metrics.extractor.as_uint8`), so generated images are scored exactly as if
-saved to PNG. The float64 features reach torchmetrics through a pass-through module.
-
-Reuse the real set across many calls (e.g. 15 models against one training split)::
-
-    real = real_features(extractor, train_images)       # extracted once
-    for fake in samples:
-        scores = fid_kid(extractor, real, fake)          # only the fake set is extracted
+Images are uint8 or float in [-1, 1], (N, C, H, W); floats are rounded to 8 bits once, so
+generated images score as if saved to PNG. ``real_features(extractor, images)`` once, then
+``fid_kid(extractor, real, fake)`` for each fake set, extracts the real set only once.
 """
 
 from __future__ import annotations
@@ -50,8 +44,7 @@ def extract_features(extractor: FeatureExtractor, images: Tensor, batch_size: in
 
 
 class RealFeatures:
-    """The real set's features (N, d) float64, extracted once, and torchmetrics' FID state
-    for them (sums and the d x d covariance sum), so a later call only adds the fake set."""
+    """The real set's features (N, d) float64 and torchmetrics' FID state for them."""
 
     def __init__(self, features: Tensor, extractor_sha256: str) -> None:
         if features.ndim != 2 or len(features) < 2:
@@ -94,14 +87,8 @@ def fid_kid(
     kid_subset_size: int | None = None,
     seed: int = 0,
 ) -> dict:
-    """FID and KID between ``real`` and ``fake`` images on ``extractor``'s features.
-
-    ``real`` may be :func:`real_features` of the same extractor. ``kid_subset_size``
-    defaults to ``min(1000, n_real, n_fake)``; where it equals both set sizes every subset is
-    the whole set and ``kid_std`` is 0. ``seed`` seeds KID's subset sampling (the global RNG
-    is left untouched). Returns :func:`fid_kid_of_features`' dict with the extractor's name
-    and sha256.
-    """
+    """FID and KID between ``real`` (images or :func:`real_features`) and ``fake`` images:
+    :func:`fid_kid_of_features`' dict with the extractor's name and sha256."""
     if not isinstance(real, RealFeatures):
         real = real_features(extractor, real, batch_size)
     elif real.extractor_sha256 != extractor.sha256:
@@ -121,12 +108,9 @@ def fid_kid_of_features(
     kid_subset_size: int | None = None,
     seed: int = 0,
 ) -> dict:
-    """:func:`fid_kid` on fake features extracted beforehand (:func:`extract_features` with
-    the real features' extractor), so that other metrics can share one extraction.
-
-    Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size",
-    "kid_subsets"}``.
-    """
+    """FID and KID on fake features extracted beforehand (shared with other metrics).
+    ``kid_subset_size`` defaults to ``min(1000, n_real, n_fake)``; ``seed`` seeds KID's subset
+    sampling, leaving the global RNG untouched."""
     fake_f = fake_features.double().to(real.features.device)
     n_real, n_fake = len(real), len(fake_f)
     if n_fake < 2:

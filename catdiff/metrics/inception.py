@@ -1,12 +1,8 @@
 """The standard FID/KID extractor: torch-fidelity's InceptionV3, 2048-d pool3 features.
 
-The same network and weights as torch-fidelity, torchmetrics and the TensorFlow original, so
-scores are comparable with published numbers (at the same image size and sample count).
-Gray images are repeated to 3 channels; torch-fidelity resizes them to 299 x 299.
-
-Weights: ``metrics.inception_weights=PATH`` loads a local file (offline clusters; get it with
-``python -m catdiff.metrics.prefetch``); without it torch-fidelity downloads them once into
-the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+Comparable with published numbers; gray images are repeated to 3 channels. Weights from
+``metrics.inception_weights=PATH`` (``python -m catdiff.metrics.prefetch``), else downloaded
+once by torch-fidelity.
 """
 
 from __future__ import annotations

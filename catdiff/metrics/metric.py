@@ -1,15 +1,7 @@
-"""What a sample-quality metric is: a component that scores one comparable space at a time.
-
-A metric is an object with ``__call__(space) -> list[Score]`` (subclass :class:`Metric`); the
-scoring (:func:`catdiff.metrics.score.score`) hands it every comparable space of a run
-(:mod:`catdiff.metrics.spaces`) as a :class:`Space`: the generated images, the reference
-images and the training split in that space, and the space's feature extractor with the
-features of both sets, extracted once and shared by every metric that asks for them.
-conf/evaluate.yaml lists the metrics with their ``_target_``, so a new metric is its module
-and one entry there.
-
-Each :class:`Score` describes itself, and :meth:`Score.write` puts it in metrics.json under
-``scores`` in a form ``python -m catdiff.report`` shows without knowing the metric::
+"""What a sample-quality metric is: ``metric(space) -> list[Score]`` (a :class:`Metric`), called
+for every comparable :class:`Space` of a run, whose features are extracted once and shared.
+conf/evaluate.yaml lists the metrics by ``_target_``. :meth:`Score.write` puts each score in
+metrics.json under ``scores`` in a form ``catdiff.report`` shows without knowing the metric::
 
     "scores": {
       "precision": {
@@ -26,8 +18,7 @@ Each :class:`Score` describes itself, and :meth:`Score.write` puts it in metrics
       }
     }
 
-FID, KID and the detail ratio predate this form and keep their own keys (``fid``, ``kid``,
-``detail``; :mod:`catdiff.metrics.components`), which older results and readers rely on.
+FID, KID and the detail ratio keep their older keys (:mod:`catdiff.metrics.components`).
 """
 
 from __future__ import annotations
@@ -45,10 +36,8 @@ FEATURE_BATCH = 256  # images per extractor forward pass
 
 
 class Space:
-    """One comparable space of a run (``gray``, ``edges``, ``rgb``), as every metric sees it:
-    uint8 generated (``fake``), reference (``real``) and training images in this space, and
-    ``extractor``, which builds the space's feature extractor on first use only (a metric on
-    pixels alone never trains one)."""
+    """One comparable space of a run (``gray``, ``edges``, ``rgb``): uint8 ``fake``, ``real`` and
+    ``train`` images, and the space's feature extractor, built on first use only."""
 
     def __init__(
         self,
@@ -90,8 +79,7 @@ class Space:
 
 @dataclass
 class Score:
-    """One number a metric gives in one space: ``name`` is its key in metrics.json's
-    ``scores``, the other fields the entry's fields in the module docstring."""
+    """One number of a metric in one space; the fields are those of the module docstring."""
 
     name: str
     value: float
@@ -124,9 +112,7 @@ class Score:
 
 
 class Metric:
-    """Base of the metric components: ``metric(space)`` gives the scores of one space;
-    :meth:`record` writes them in the generic ``scores`` form (overridden only to keep an
-    older metrics.json layout)."""
+    """Base of the metric components; :meth:`record` writes the generic ``scores`` form."""
 
     def __call__(self, space: Space) -> list[Score]:
         raise NotImplementedError

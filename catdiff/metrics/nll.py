@@ -9,22 +9,16 @@ timesteps t = 0..T-1 as in ``GaussianDiffusion``, the bound on -log p(x0) in nat
     L_0     = E_q -log p(x0 | x_0)   (t = 0 is the decoder: x_0 is the first noisy step)
 
 p(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I): mu_theta is q's posterior mean with the
-predicted x0 (NOT clipped to [-1, 1], so the bound is that of the network's own Gaussian
-mean; Ho et al.'s code clips by default in ``calc_bpd_loop``, which is the bound of a slightly
-different, still valid, model). sigma_t^2 is fixed (``sigma``):
+predicted x0, NOT clipped to [-1, 1] (the bound of the network's own Gaussian mean; Ho et al.'s
+code clips by default). sigma_t^2 is fixed (``sigma``):
 
-    "beta"        beta_t, with beta_0 replaced by beta_tilde_1 (Ho et al.'s "fixedlarge", the
-                  variance of their CIFAR-10 run, whose 3.70 bits/dim they report; the default)
-    "beta_tilde"  beta_tilde_t, with beta_tilde_0 = 0 replaced by beta_tilde_1
-                  (``posterior_log_variance_clipped``, Ho et al.'s "fixedsmall")
+    "beta"        beta_t, with beta_0 replaced by beta_tilde_1 (Ho et al.'s "fixedlarge")
+    "beta_tilde"  beta_tilde_t, with beta_tilde_0 = 0 replaced by beta_tilde_1 ("fixedsmall")
 
 so both give the decoder the same variance beta_tilde_1. The decoder is the discretised
 Gaussian of Ho et al. Sec. 3.3: bins of width 2/255 around each level, the outermost bins
 extended to -inf and +inf. Each term is summed over the D = C*H*W dimensions (nats per image);
 bits/dim = nats / (D ln 2).
-
-    result = nll_bpd(unet, diffusion, images_uint8, mode="sampled", timesteps_per_image=32)
-    print(result.bpd, "+-", result.se)
 """
 
 from __future__ import annotations
@@ -50,13 +44,9 @@ _EDGE = 0.999  # |x0| beyond this is the outermost level (-1 or +1)
 
 @dataclass
 class NLLResult:
-    """The bound in bits/dim over a set of images.
-
-    ``se`` is the standard error over images (std / sqrt(n); NaN for one image), including
-    the timestep-draw noise in "sampled" mode. ``timesteps_per_image`` is T in "full" mode
-    (counting the decoder), k in "sampled" mode (plus one decoder evaluation). ``terms``: mean
-    bits/dim of "prior", "decoder" and "sum_L_t", which add to ``bpd``.
-    """
+    """The bound in bits/dim over a set of images: ``se`` is std / sqrt(n) over images (NaN
+    for one), ``timesteps_per_image`` T ("full") or k ("sampled", plus the decoder), ``terms``
+    the mean bits/dim of "prior", "decoder" and "sum_L_t", which add to ``bpd``."""
 
     bpd: float
     se: float
@@ -106,13 +96,9 @@ def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def discretized_gaussian_log_likelihood(
     x0: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
 ) -> torch.Tensor:
-    """Element-wise log P(x0) in nats under the discretised N(mean, exp(log_scale)^2).
-
-    x0 (any shape) holds 256 levels scaled to [-1, 1]; the bin of level x is
-    [x - 1/255, x + 1/255], except -1 gets (-inf, -1 + 1/255] and +1 gets [1 - 1/255, inf).
-    Computed from log-CDFs (no clamping at 1e-12 as in the reference code), so a mean far
-    from x0 gives a large but exact penalty.
-    """
+    """Element-wise log P(x0) in nats under the discretised N(mean, exp(log_scale)^2): the bin
+    of level x is [x - 1/255, x + 1/255], -1 gets (-inf, -1 + 1/255] and +1 [1 - 1/255, inf).
+    From log-CDFs, not clamped at 1e-12, so a mean far from x0 gives an exact penalty."""
     inv_scale = torch.exp(-log_scale)
     a = (x0 - _HALF_BIN - mean) * inv_scale
     b = (x0 + _HALF_BIN - mean) * inv_scale
@@ -156,11 +142,8 @@ def vb_terms_from_output(
     t: torch.Tensor,
     sigma: str = "beta",
 ) -> torch.Tensor:
-    """L_t for t >= 1 and L_0 (the decoder) for t = 0, from the network output for (x_t, t).
-
-    ``t`` (B,) may mix timesteps; returns (B,) nats summed over dimensions, float64 (float32
-    on MPS). x0_pred is not clipped.
-    """
+    """L_t for t >= 1 and L_0 (the decoder) for t = 0 from the network output for (x_t, t):
+    (B,) nats summed over dimensions; ``t`` may mix timesteps."""
     dtype = _work_dtype(x0.device)
     x0, x_t = x0.to(dtype), x_t.to(dtype)
     x0_pred, _ = diffusion.model_to_x0_eps(model_output.to(dtype), x_t, t)
@@ -195,8 +178,7 @@ def vb_terms(
     noise: torch.Tensor,
     sigma: str = "beta",
 ) -> torch.Tensor:
-    """:func:`vb_terms_from_output` with x_t = q_sample(x0, t, noise) and the network called
-    as ``model(x_t, t)`` (as is: no eval(), no inference_mode)."""
+    """:func:`vb_terms_from_output` with x_t = q_sample(x0, t, noise), calling ``model(x_t, t)``."""
     x_t = diffusion.q_sample(x0, t, noise)
     return vb_terms_from_output(diffusion, model(x_t, t), x0, x_t, t, sigma)
 
@@ -232,11 +214,8 @@ def _check_args(model: Model, images, mode: str, k, batch_size, sigma: str) -> t
 def _stratified_timesteps(
     n: int, T: int, k: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k timesteps per image, one uniform draw in each of k contiguous strata of {1..T-1}.
-
-    Returns (n, k) long timesteps and (k,) float64 stratum sizes n_j. sum_j n_j L_{t_j} is an
-    unbiased estimate of sum_{t=1}^{T-1} L_t (E[n_j L_{t_j}] is the stratum's sum).
-    """
+    """(n, k) timesteps, one uniform draw in each of k contiguous strata of {1..T-1}, and the
+    (k,) stratum sizes n_j: sum_j n_j L_{t_j} is unbiased for sum_{t=1}^{T-1} L_t."""
     bounds = torch.floor(torch.linspace(1, T, k + 1, dtype=torch.float64) + 0.5).long()
     sizes = bounds[1:] - bounds[:-1]  # >= 1 each because k <= T - 1
     u = torch.rand((n, k), generator=generator, dtype=torch.float64)
@@ -256,19 +235,12 @@ def nll_bpd(
     sigma: str = "beta",
     progress: bool = True,
 ) -> NLLResult:
-    """The variational bound on -log p(x0) in bits/dim, averaged over images.
+    """The variational bound on -log p(x0) in bits/dim, averaged over uint8 images.
 
-    Args:
-        model: ``model(x_t, t)``, already on ``device`` with ``diffusion``; run in eval mode
-            (restored afterwards) under inference_mode, in float32 with autocast off.
-        images_uint8: (N, C, H, W) uint8 levels 0..255 (on any device), scaled to [-1, 1].
-        mode: ``"full"``: all T terms per image; ``"sampled"``: L_prior + L_0 + a stratified
-            estimate of sum_{t>=1} L_t from k = ``timesteps_per_image`` timesteps (one
-            uniform draw in each of k equal strata of {1..T-1}, weighted by stratum size):
-            unbiased, k + 1 evaluations per image; k is capped at T - 1.
-        seed: seeds the timestep draws and the noise of every x_t (same seed, batch_size and
-            device: same number). Each term uses one x_t draw per image, so "full" is also a
-            one-sample estimate of the expectation over q.
+    ``"full"``: all T terms per image; ``"sampled"``: L_prior + L_0 + the stratified estimate
+    of sum_{t>=1} L_t from k = ``timesteps_per_image`` (capped at T - 1) timesteps, k + 1
+    evaluations per image. Each term uses one x_t draw per image (``seed``), so "full" too is a
+    one-sample estimate of the expectation over q. The model runs in eval mode, in float32.
     """
     start = time.perf_counter()
     images = _check_args(model, images_uint8, mode, timesteps_per_image, batch_size, sigma)

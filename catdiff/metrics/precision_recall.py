@@ -1,23 +1,15 @@
 """Improved precision and recall (Kynkäänniemi et al. 2019), on the space's extractor features.
 
-FID and KID mix two failures into one number: samples that do not look like the data
-(fidelity) and data the samples never reach (diversity, e.g. mode collapse). Precision and
-recall tell them apart by estimating each set's manifold in feature space as the union of
-balls around its points, each ball reaching the point's k-th nearest neighbour in its own set:
+Fidelity and diversity apart: each set's manifold in feature space is the union of balls
+around its points, each reaching the point's k-th nearest neighbour in its own set:
 
     manifold(Phi) = union over phi in Phi of B(phi, ||phi - NN_k(phi, Phi)||)
     precision = fraction of generated features inside manifold(real features)
     recall    = fraction of real features inside manifold(generated features)
 
-(a point on a ball's boundary counts as inside). Precision 1 with recall near 0 is a model
-that draws a few good images over and over; both near 1, samples as faithful and as varied as
-the data. k = 3 is the paper's choice: small k under-covers the manifold (recall too low for
-a perfect model), large k fills the gaps between modes.
-
-The balls shrink as a set grows, so both numbers are only comparable at equal set sizes: the
-two sets are cut to the same n = min(n_real, n_fake) (the first n samples; a seeded random
-subset of the real images, which may be stored in order), and n is one of the recorded
-settings.
+(a boundary point counts as inside); k = 3 as in the paper. The balls shrink as a set grows,
+so both sets are cut to n = min(n_real, n_fake) (a seeded random subset of the real images),
+and n is recorded.
 """
 
 from __future__ import annotations
@@ -30,8 +22,7 @@ from catdiff.metrics.metric import Metric, Score, Space
 
 
 def _distances(a: Tensor, b: Tensor) -> Tensor:
-    # Exact differences, not the |a|^2 + |b|^2 - 2ab shortcut: a point at distance 0 or on
-    # a ball's boundary must stay there.
+    # Not the |a|^2 + |b|^2 - 2ab shortcut: a point on a ball's boundary must stay there.
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
 
 

@@ -1,9 +1,7 @@
 """Download the standard InceptionV3 weights for offline FID/KID.
 
-``python -m catdiff.metrics.prefetch [out=PATH]`` on a machine with network fetches the file
-torch-fidelity itself downloads, checks the SHA-256 prefix in its name, writes it atomically
-to ``out`` (default ``$CATDIFF_DATA_DIR/weights/<file name>``, else ``data/weights/...``) and
-prints the option to pass on the offline machine (``metrics.inception_weights=PATH``).
+``python -m catdiff.metrics.prefetch [out=PATH]`` fetches torch-fidelity's file, checks the
+SHA-256 prefix in its name, writes it atomically and prints ``metrics.inception_weights=PATH``.
 """
 
 from __future__ import annotations
@@ -13,13 +11,13 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from catdiff.errors import UserError
+from catdiff.files import atomic_open
 from catdiff.metrics.inception import INCEPTION_URL, WEIGHTS_KEY
 
 URL = INCEPTION_URL
@@ -51,11 +49,9 @@ def default_out() -> Path:
 
 def download(url: str, out: Path, progress: bool = True) -> Path:
     """Fetch ``url`` to ``out`` (atomically), checking the SHA-256 prefix in its name."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_open(out, "wb") as f:
+        try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(
@@ -65,25 +61,18 @@ def download(url: str, out: Path, progress: bool = True) -> Path:
                         f.write(chunk)
                         h.update(chunk)
                         bar.update(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            reason = " ".join(str(getattr(e, "reason", None) or e).split()) or type(e).__name__
+            raise UserError(
+                f"could not download {url} ({type(e).__name__}: {reason}); run this on a machine "
+                f"with network and copy the file here, then set {WEIGHTS_KEY}=PATH"
+            ) from None
         prefix = _expected_prefix(url)
         if prefix and not h.hexdigest().startswith(prefix):
             raise UserError(
                 f"downloaded {url} but its SHA-256 {h.hexdigest()[:12]} does not start with "
                 f"{prefix}: a proxy or a truncated transfer? try again"
             )
-        os.replace(tmp, out)
-    except UserError:
-        raise
-    except (OSError, http.client.HTTPException, ValueError) as e:
-        reason = " ".join(str(getattr(e, "reason", None) or e).split()) or type(e).__name__
-        raise UserError(
-            f"could not download {url} ({type(e).__name__}: {reason}); run this on a machine "
-            f"with network and copy the file here, then set {WEIGHTS_KEY}=PATH"
-        ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 

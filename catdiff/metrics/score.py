@@ -1,12 +1,8 @@
 """Score generated images: every metric in every comparable space, as metrics.json holds it.
 
-:func:`score` maps the samples, the reference split and the training split into the run's
-comparable spaces (:mod:`catdiff.metrics.spaces`: FID of an edge model's samples against gray
-faces would measure the input change, not the quality), gives each space its own feature
-extractor (:func:`extractor_for`: trained on that space of the training split, or the
-standard InceptionV3) and hands each space to each metric (:mod:`catdiff.metrics.metric`).
-``python -m catdiff.evaluate`` and the periodic evaluation during training both score here,
-so their numbers agree. The metrics come already built (from conf/evaluate.yaml).
+Each comparable space (:mod:`catdiff.metrics.spaces`) gets its own feature extractor and is
+handed to each metric. ``catdiff.evaluate`` and the evaluation during training both score
+here, so their numbers agree.
 """
 
 from __future__ import annotations
@@ -28,11 +24,8 @@ from catdiff.metrics.spaces import spaces_of
 
 @dataclass(frozen=True)
 class ExtractorOptions:
-    """Which feature extractor each space gets (conf/evaluate.yaml ``metrics.*``): ``catdiff``
-    (a small CNN trained with SimCLR on the space's training images, cached) or ``inception``
-    (comparable with published numbers); ``extractor_path`` replaces the cached catdiff ones
-    in every space, ``extractor_steps`` 0 keeps their default training steps, and
-    ``inception_weights`` is a local file (``python -m catdiff.metrics.prefetch``)."""
+    """Which feature extractor each space gets (``metrics.*``): ``catdiff`` (SimCLR on the
+    space's training images) or ``inception``; ``extractor_steps`` 0 keeps the default."""
 
     extractor: str = "catdiff"
     extractor_path: str | None = None
@@ -73,13 +66,9 @@ def score(
     device: torch.device | str = "cpu",
     extractor: ExtractorOptions | Mapping[str, Any] = ExtractorOptions(),
 ) -> dict[str, Any]:
-    """Every metric of uint8 samples against a reference split, in each comparable space.
-
-    ``data`` holds the run's uint8 splits (``train`` and the ``reference`` one);
-    ``data_space`` its ``data.edges``, ``data.channels`` and ``data.edge_blur`` (absent: none,
-    1, 0.0). Returns what metrics.json gets from the metrics (``fid``, ``kid``, ``scores``...)
-    and ``extractor: {space: info}`` for every space whose extractor a metric used.
-    """
+    """Every metric of uint8 samples against ``data[reference]``, in each comparable space of
+    ``data_space`` (the run's ``data.*``): what metrics.json gets, with ``extractor: {space:
+    info}`` for every extractor a metric used."""
     if reference not in data:
         raise UserError(f"reference={reference} must be train or test")
     options = ExtractorOptions.of(extractor)

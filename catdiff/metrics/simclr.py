@@ -1,22 +1,15 @@
-"""catdiff's own FID/KID extractor: a small CNN trained with SimCLR on the training images.
-
-Fully offline, trained once per training set and reused from a cache. Method
-``catdiff-simclr-v1``:
+"""catdiff's own FID/KID extractor: a small CNN trained with SimCLR on the training images,
+offline, once per training set (cached under :func:`cache_key`). Method ``catdiff-simclr-v1``:
 
 * **Encoder**: five 3x3 conv + BatchNorm + ReLU layers, widths w, 2w, 2w, 4w, 4w (strides
-  1, 2, 1, 2, 1), global average pooling -> 4w features (64 for w=16, ~70k parameters).
-  These pooled features are the FID/KID features; the projection head (Linear, ReLU, Linear)
-  is used only in training and not saved.
-* **Views**: integer translations up to ``max_shift`` px (replicate padding), horizontal
-  flips, brightness/contrast jitter and a little Gaussian noise (sigma up to ``noise``, in
-  [-1, 1] units, ~2.5 grey levels). No resampling and no blur, so the features stay
-  sensitive to blur and to stronger noise, the typical defects of generated images.
-* **Loss**: NT-Xent (normalised temperature-scaled cross entropy) over the 2B views of a
-  batch; AdamW with a linear warm-up and a cosine decay over a fixed number of steps.
+  1, 2, 1, 2, 1), global average pooling -> 4w features, the FID/KID features (the
+  projection head is used only in training).
+* **Views**: integer translations up to ``max_shift`` px, horizontal flips,
+  brightness/contrast jitter and a little Gaussian noise; no resampling and no blur, so the
+  features stay sensitive to blur and noise, the typical defects of generated images.
+* **Loss**: NT-Xent over the 2B views of a batch; AdamW, linear warm-up, cosine decay.
 
-Deterministic given the seed and the thread count. Cached under a key over the method, its
-hyperparameters and the images (:func:`cache_key`), with the SHA-256 of the weights (the
-extractor's identity).
+Deterministic given the seed and the thread count; the SHA-256 of the weights is its identity.
 """
 
 from __future__ import annotations
@@ -115,8 +108,7 @@ def _lr_factor(step: int, steps: int, warmup: float) -> float:
 
 
 def train_encoder(images: Tensor, hp: dict, progress: bool = True) -> tuple[Encoder, dict]:
-    """Train an :class:`Encoder` with SimCLR on uint8 images (N, C, H, W), on the CPU: the
-    encoder (eval mode) and ``{"seconds", "cpu_seconds", "final_loss"}``."""
+    """SimCLR on uint8 images (N, C, H, W), on the CPU: (encoder in eval mode, timings, loss)."""
     n, c = images.shape[:2]
     gen = torch.Generator().manual_seed(int(hp["seed"]))
     with torch.random.fork_rng(devices=[]):
@@ -263,9 +255,8 @@ def catdiff_extractor(
     progress: bool = True,
     **hparams: float,
 ) -> CatdiffExtractor:
-    """The catdiff extractor for the uint8 training images: cached or trained. ``hparams``
-    override :data:`DEFAULTS`; ``cache_dir`` None trains without caching; an unreadable or
-    stale cache file is rebuilt with a warning."""
+    """The extractor of the uint8 training images, cached or trained (``hparams`` over
+    :data:`DEFAULTS`; ``cache_dir`` None: no cache; a bad or stale cache file is rebuilt)."""
     unknown = sorted(set(hparams) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"unknown catdiff extractor hyperparameters: {', '.join(unknown)}")

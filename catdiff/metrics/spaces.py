@@ -1,9 +1,7 @@
 """Comparable image spaces, so that models trained on different inputs are compared fairly.
 
-A model trained on Sobel edges (``data.edges=sobel``) generates edge maps, not faces: its FID
-against gray faces would measure the input change, not the quality. Every evaluation therefore
-maps the generated images AND the reference images into named spaces, and FID is only taken
-within one space, with a feature extractor trained on that space:
+An edge model's FID against gray faces would measure the input change, not the quality, so
+generated and reference images are both mapped into named spaces, each scored on its own:
 
 ========================  =========================  ============================
 ``data.edges``            ``gray`` space             ``edges`` space
@@ -13,10 +11,8 @@ sobel                     (none: no gray image)      the samples
 sobel+gray (2 channels)   channel 0                  channel 1 (the model's edges)
 ========================  =========================  ============================
 
-The reference images go through the same function from the run's own data, so the Sobel
-applied to a plain model's samples is exactly the one its edge-trained rivals learned
-(same kernel, normalisation and ``data.edge_blur``, on uint8 images). RGB runs have one
-space, ``rgb``.
+The Sobel applied to a plain model's samples is the one its edge-trained rivals learned (same
+kernel, normalisation and ``data.edge_blur``). RGB runs have one space, ``rgb``.
 """
 
 from __future__ import annotations
@@ -30,8 +26,7 @@ from catdiff.errors import UserError
 def spaces_of(
     images: torch.Tensor, edges: str = "none", channels: int = 1, edge_blur: float = 0.0
 ) -> dict[str, torch.Tensor]:
-    """Split uint8 images (N, C, H, W) as the run's model sees its data (after
-    ``data.edges``) into its comparable spaces: {space name: uint8 (N, 1 or 3, H, W)}."""
+    """uint8 images as the run's model sees them -> {space name: uint8 (N, 1 or 3, H, W)}."""
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise UserError(
             f"spaces_of needs uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}"

@@ -1,8 +1,5 @@
-"""Building blocks of the DDPM UNet (Ho et al. 2020, appendix B; their PixelCNN++-style backbone).
-
-Every block takes and returns (B, C, H, W) tensors and is indifferent to the memory format:
-feed it ``channels_last`` tensors and they stay ``channels_last`` (no hidden layout copies).
-"""
+"""Building blocks of the DDPM UNet (Ho et al. 2020, appendix B); (B, C, H, W) in and out,
+in either memory format (``channels_last`` stays ``channels_last``)."""
 
 import math
 
@@ -12,17 +9,9 @@ from torch import nn
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps (Vaswani et al. 2017, as in DDPM).
-
-    Args:
-        t: (B,) timesteps, integer or float.
-        dim: embedding width (even).
-        max_period: the longest wavelength, 10000 as in the Transformer.
-
-    Returns:
-        (B, dim) float32 tensor ``[sin(t * f_0..f_{h-1}), cos(t * f_0..f_{h-1})]`` with
-        ``f_i = max_period ** (-i / (h - 1))``, ``h = dim // 2`` (DDPM's ``get_timestep_embedding``).
-    """
+    """Sinusoidal embedding (B, dim) float32 of (B,) timesteps (Vaswani et al. 2017, as in DDPM):
+    ``[sin(t * f_0..f_{h-1}), cos(t * f_0..f_{h-1})]``, ``f_i = max_period ** (-i / (h - 1))``,
+    ``h = dim // 2``."""
     half = dim // 2
     # Always float32: sin/cos of t up to ~1000 need more mantissa than bf16 has.
     exponent = torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1)
@@ -32,12 +21,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class ResBlock(nn.Module):
-    """Residual block: (GroupNorm, SiLU, conv3x3), + time embedding, (GroupNorm, SiLU, dropout, conv3x3).
-
-    The time embedding (already passed through SiLU by the caller, shared by all blocks) is
-    projected by a Linear to ``out_channels`` and added after the first conv, as in DDPM. A 1x1
-    conv maps the skip path when the channel count changes.
-    """
+    """(GroupNorm, SiLU, conv3x3), + Linear(time embedding), (GroupNorm, SiLU, dropout, conv3x3),
+    plus the skip path (a 1x1 conv when the channel count changes), as in DDPM."""
 
     def __init__(
         self,
@@ -61,7 +46,6 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """x: (B, C_in, H, W); emb: (B, emb_channels) after SiLU. Returns (B, C_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.emb_proj(emb)[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
@@ -69,27 +53,16 @@ class ResBlock(nn.Module):
 
 
 def low_precision_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for bf16/fp16 q, k, v on CPU: matmuls in their dtype, softmax in fp32.
-
-    torch 2.14's CPU ``scaled_dot_product_attention`` has no fast bf16 path at these sizes (a
-    few heads over 7 x 7 = 49 positions), and casting q, k, v to fp32 around it costs copies.
-    Two batched matmuls in bf16 use the fast bf16 matmul kernels; the softmax (exponentials and
-    a sum over the positions, which bf16's 8-bit significand would round coarsely) runs in
-    fp32, as autocast runs it. The timings are in the
-    README's Speed section ("bf16 attention on CPU").
-    """
+    """softmax(q k^T / sqrt(d)) v for bf16/fp16 on CPU: matmuls in their dtype, softmax in fp32
+    (bf16's 8-bit significand rounds a sum of exponentials coarsely). torch's CPU
+    ``scaled_dot_product_attention`` has no fast bf16 path at these sizes."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     return torch.matmul(scores.float().softmax(dim=-1).to(v.dtype), v)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H*W positions, pre-GroupNorm, residual (as in DDPM).
-
-    Works on (B, H*W, C) tokens: for ``channels_last`` input that view is free, and the two
-    Linears are single matmuls over all positions; attention itself is
-    ``F.scaled_dot_product_attention`` (a fused kernel), except in bf16 on CPU, where
-    :func:`low_precision_attention` is faster.
-    """
+    """Multi-head self-attention over the H*W positions, pre-GroupNorm, residual (as in DDPM),
+    on (B, H*W, C) tokens (a free view of ``channels_last`` input)."""
 
     def __init__(self, channels: int, heads: int = 4, norm_groups: int = 8) -> None:
         super().__init__()
@@ -99,7 +72,6 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) -> (B, C, H, W)."""
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         qkv = self.qkv(tokens).unflatten(-1, (3, self.heads, c // self.heads))

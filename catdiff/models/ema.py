@@ -8,21 +8,12 @@ from torch import nn
 
 
 class EMA(nn.Module):
-    """Keeps ``self.model``, a frozen copy of a model whose weights track the live ones.
+    """``self.model``: a frozen copy (always in eval mode) whose weights track the live ones.
 
-    After each optimiser step call ``update(model)``: ``ema <- d * ema + (1 - d) * model``.
-    With ``warmup`` the decay ramps up as ``d = min(decay, (1 + n) / (10 + n))`` after n
-    updates (TensorFlow's ExponentialMovingAverage ``num_updates``, diffusers' EMAModel default),
-    so early averages are not dominated by the random initialisation.
-
-    It is an ``nn.Module``: held as a submodule, its copy of the weights and ``num_updates``
-    land in the owner's ``state_dict`` (and so in checkpoints) and move with ``.to(device)``.
-    The copy is always in eval mode (no dropout when sampling), even after ``owner.train()``.
-
-    Args:
-        model: the model to track; deep-copied once here.
-        decay: the decay d in [0, 1]; higher is smoother (0.999 ~ an average over 1000 steps).
-        warmup: ramp the decay up from 0.1 as above instead of using ``decay`` from the start.
+    After each optimiser step ``update(model)``: ``ema <- d * ema + (1 - d) * model``. With
+    ``warmup``, ``d = min(decay, (1 + n) / (10 + n))`` after n updates (TensorFlow's
+    ``num_updates``), so early averages are not dominated by the initialisation. As a
+    submodule its weights and ``num_updates`` go into the owner's ``state_dict``.
     """
 
     num_updates: torch.Tensor
@@ -36,8 +27,7 @@ class EMA(nn.Module):
         self.model = copy.deepcopy(model)
         self.model.eval().requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        # Host-side mirror of num_updates, so update() never reads the buffer back from the
-        # device (a sync per step on GPU). None means "re-read once" (e.g. after loading).
+        # Host-side mirror of num_updates (no device sync per step); None: re-read once.
         self._num_updates: int | None = 0
 
     def train(self, mode: bool = True) -> "EMA":
@@ -81,7 +71,6 @@ class EMA(nn.Module):
         self._num_updates = self._updates_so_far() + 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the averaged model."""
         return self.model(*args, **kwargs)
 
     def _load_from_state_dict(

@@ -49,20 +49,10 @@ class ResAttn(nn.Module):
 class UNet(nn.Module):
     """Predicts the noise eps (or whatever the diffusion targets) from a noisy image and t.
 
-    Args:
-        image_size: height = width of the input in pixels; must divide by 2**(levels-1).
-        in_channels: channels of the input image (1 for grayscale, 2 with an edge map, ...).
-        out_channels: channels of the prediction; ``None`` means ``in_channels``.
-        base_channels: width of the first level; also the sinusoidal embedding width. The time
-            embedding MLP is 4x wider, as in DDPM.
-        channel_mults: level i works at ``base_channels * channel_mults[i]`` channels and
-            resolution ``image_size / 2**i``; its length is the number of levels.
-        num_res_blocks: ResBlocks per encoder level (the decoder has one more per level).
-        attention_levels: level indices (0 = full resolution) that get self-attention after
-            each ResBlock, in encoder and decoder. The middle always has attention.
-        attention_heads: heads of every attention layer; must divide those levels' channels.
-        dropout: dropout rate inside the ResBlocks (DDPM used 0.1 on CIFAR-10).
-        norm_groups: groups of every GroupNorm; must divide every level's channel count.
+    Level i works at ``base_channels * channel_mults[i]`` channels and ``image_size / 2**i``
+    pixels; ``attention_levels`` (0 = full resolution) get self-attention after each ResBlock
+    (the middle always does); the time embedding MLP is ``4 * base_channels`` wide, as in DDPM.
+    ``out_channels`` None means ``in_channels``.
     """
 
     def __init__(
@@ -112,7 +102,6 @@ class UNet(nn.Module):
         )
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
-        # Encoder: remember the channels of every output that becomes a skip connection.
         self.down = nn.ModuleList()
         skip_channels = [base_channels]
         c = base_channels
@@ -129,7 +118,7 @@ class UNet(nn.Module):
         self.mid_attn = SelfAttention(c, attention_heads, norm_groups)
         self.mid_res2 = ResBlock(c, c, emb_channels, dropout, norm_groups)
 
-        # Decoder: mirror image, consuming the skips last-in first-out.
+        # Decoder: consumes the skips last-in first-out.
         self.up = nn.ModuleList()
         for level in reversed(range(levels)):
             for _ in range(num_res_blocks + 1):
@@ -141,16 +130,12 @@ class UNet(nn.Module):
 
         self.norm_out = nn.GroupNorm(norm_groups, c)
         self.conv_out = nn.Conv2d(c, self.out_channels, 3, padding=1)
-        # Zero-init the last conv: the net starts by predicting 0, which stabilises early
-        # training (DDPM's zero-initialised output layer; also diffusers and guided-diffusion).
+        # Zero-init the last conv, as DDPM: the net starts by predicting 0.
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """x: (B, in_channels, image_size, image_size); t: (B,) or scalar timesteps, int or float.
-
-        Returns (B, out_channels, image_size, image_size) in the layout of ``x``.
-        """
+        """x: (B, in_channels, S, S), t: (B,) or scalar -> (B, out_channels, S, S)."""
         if x.ndim != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
             raise UserError(
                 f"UNet got input of shape {tuple(x.shape)} but expects "
@@ -164,10 +149,8 @@ class UNet(nn.Module):
             raise ValueError(
                 f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}"
             )
-        # Embedding in float32, then in x's dtype (a no-op unless the model was cast to bf16).
         emb = timestep_embedding(t, self.base_channels).to(x.dtype)
-        # SiLU once here instead of in every ResBlock's projection (same function, less work).
-        emb = F.silu(self.time_mlp(emb))
+        emb = F.silu(self.time_mlp(emb))  # once here, not in every ResBlock's projection
 
         h = self.conv_in(x)
         skips = [h]

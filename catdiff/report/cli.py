@@ -1,15 +1,8 @@
 """``python -m catdiff.report DIR [DIR ...] [name=NAME] [out=PATH] [eval=TAG]``.
 
-DIR: sweep folders (holding run folders) or run folders (holding config.yaml), in any mix;
-runs of several folders are pooled (e.g. a baseline's seeds as the control arm of another
-sweep). Options (conf/report.yaml, parsed as every entry point's: catdiff.cli):
-  name=NAME  the report's title and default folder (default: the runs' config ``name``)
-  out=PATH   where REPORT.md and figures/ go (default: experiments/<name>); needed when the
-             runs have different names and no name= is given
-  eval=TAG   which ``<run>/eval/<TAG>/`` results to show (default: the tag most runs have)
-Writes ``<out>/REPORT.md`` and ``<out>/figures/*.png``; ``<out>/NOTES.md``, if present, is
-included under "Discussion" (hand-written text survives regeneration).
-Mistakes (a folder that is not a run or sweep folder, ...) exit with code 2 and one line.
+DIR: sweep or run folders, pooled. Options (conf/report.yaml): ``name`` (default: the runs'),
+``out`` (default: experiments/<name>), ``eval`` (default: the tag most runs have). Writes
+``<out>/REPORT.md`` and ``<out>/figures/``; ``<out>/NOTES.md`` goes under "Discussion".
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ FIGURES = {
 
 
 def _options() -> list[str]:
-    """The report's options: the keys of conf/report.yaml."""
     import yaml
 
     from catdiff.config import conf_dir
@@ -42,9 +34,8 @@ def _options() -> list[str]:
 
 
 def parse_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Folders and options. Run folder names contain '=' too: an argument is an option when its
-    key is one of conf/report.yaml's, a folder when it exists; the options go through the
-    command-line parser of every entry point (catdiff.cli, Hydra overrides)."""
+    """Folders and options: run folder names hold '=' too, so an argument is an option when its
+    key is one of conf/report.yaml's, a folder when it exists."""
     from catdiff.cli import compose_config
 
     keys = _options()
@@ -102,8 +93,7 @@ def choose_tag(runs: list[Run], wanted: str | None, warn: list[str]) -> tuple[st
 
 
 def count_parameters(arms: list[Arm]) -> dict[str, int | None]:
-    """Parameters of each arm's model, built from its config on the meta device (no weights
-    are read); None when the model is not a catdiff UNet or cannot be built."""
+    """Parameters of each arm's UNet, built on the meta device; None when it cannot be."""
     out: dict[str, int | None] = {}
     for arm in arms:
         model = dict(arm.runs[0].config.get("model") or {})

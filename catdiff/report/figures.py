@@ -1,8 +1,5 @@
-"""The report's figures (matplotlib, Agg backend, small PNGs at 100 dpi).
-
-Every function takes the arms and a PNG path, writes the figure and returns its caption (what
-the line, band and error bars are), or None when there was nothing to draw.
-"""
+"""The report's figures (matplotlib, Agg, 100 dpi): each writes a PNG and returns its caption,
+or None when there was nothing to draw."""
 
 from __future__ import annotations
 
@@ -191,16 +188,14 @@ def _grid_runs(arms: list[Arm], tag: str) -> list[tuple[Arm, Run]]:
 
 
 def _cell(run: Run) -> tuple[int, int]:
-    """(height, width) of one sample in catdiff's grids; channels that are not RGB are side by
-    side (catdiff.images.channels_side_by_side)."""
+    """(height, width) of one sample in catdiff's grids (non-RGB channels side by side)."""
     size = int((run.config.get("data") or {}).get("image_size") or 28)
     channels = int((run.config.get("model") or {}).get("in_channels") or 1)
     return size, size * (1 if channels in (1, 3) else channels)
 
 
 def first_samples(image: np.ndarray, cell: tuple[int, int], k: int, pad: int = 1) -> np.ndarray:
-    """The first k samples of a catdiff grid (pad pixels between tiles); the top-left corner
-    when the grid's geometry does not match."""
+    """The first k samples of a catdiff grid; the top-left corner if the geometry differs."""
     h, w = cell
     height, width = image.shape[:2]
     per_row = (width - pad) / (w + pad)

@@ -82,11 +82,7 @@ def _header(rep: Report) -> list[str]:
         "`NOTES.md` next to this file and appears under *Discussion*.",
         "",
     ]
-    fixture = {
-        r.evals[rep.tag]["fixture"]
-        for r in rep.runs
-        if rep.tag in r.evals and "fixture" in r.evals[rep.tag]
-    }
+    fixture = {ev["fixture"] for ev in _evals(rep) if "fixture" in ev}
     if fixture:
         lines += [
             f"**Fixture: the evaluation numbers are not results ({'; '.join(sorted(fixture))}).**",
@@ -133,6 +129,10 @@ def _arms_section(rep: Report) -> list[str]:
             "",
         ]
     return lines
+
+
+def _evals(rep: Report) -> list[dict[str, Any]]:
+    return [r.evals[rep.tag] for r in rep.runs if rep.tag in r.evals]
 
 
 def _run_name(rep: Report, run: Run) -> str:
@@ -240,7 +240,7 @@ def _value(value: Any, fmt: str | None) -> str:
 
 
 def _eval_settings(rep: Report) -> str:
-    evs = [r.evals[rep.tag] for r in rep.runs if rep.tag in r.evals]
+    evs = _evals(rep)
     parts = []
     for key in ("weights", "sampler", "steps", "nfe", "n", "seed"):
         values = sorted({str(ev.get(key)) for ev in evs if ev.get(key) is not None})
@@ -321,13 +321,7 @@ def _figures_section(rep: Report) -> list[str]:
 
 
 def machine_text(rep: Report) -> str:
-    machines = sorted(
-        {
-            str(r.evals[rep.tag]["machine"])
-            for r in rep.runs
-            if rep.tag and rep.tag in r.evals and r.evals[rep.tag].get("machine")
-        }
-    )
+    machines = sorted({str(ev["machine"]) for ev in _evals(rep) if ev.get("machine")})
     if machines:
         return (
             f"Machine (recorded by `catdiff.evaluate` in the eval results): {'; '.join(machines)}."

@@ -1,10 +1,5 @@
-"""Reading run folders: config, final metrics, loss history (CSV log, else the W&B offline
-file), evaluation results; and grouping runs into arms.
-
-A *run folder* holds ``config.yaml`` (written by ``catdiff.train``); a *sweep folder* holds run
-folders. Runs are grouped into *arms* by the config values that differ between them, ignoring
-the seed, names, paths and loggers: the seeds of an arm are its replicates.
-"""
+"""Reading run folders (``config.yaml``) and sweep folders (of run folders), and grouping runs
+into arms by the config values that differ between them (seeds are replicates)."""
 
 from __future__ import annotations
 
@@ -24,8 +19,7 @@ from catdiff.errors import UserError
 
 NOT_A_RUN = "not a run folder (no config.yaml) nor a sweep folder (no run folders inside)"
 
-# Config keys that never define an arm: replicate seeds, names, where things were written,
-# how they were logged. Matched on the last component of the dotted key, or on a prefix.
+# Config keys that never define an arm, by the last component of the key, or by prefix.
 IGNORED_LEAVES = {
     "seed",
     "name",
@@ -136,15 +130,13 @@ def _job_order(path: Path) -> tuple[int, str]:
 
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a CSV log; bytes that are not UTF-8 (a log cut mid-character, a disk
-    error) become U+FFFD, so the numbers around them still count."""
+    """The rows of a CSV log; bytes that are not UTF-8 become U+FFFD."""
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         return list(csv.DictReader(line.replace("\0", "") for line in f))
 
 
 def read_csv_history(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Lightning's CSV log (sparse rows) -> {metric: [(step, value), ...]} sorted by step; a
-    step logged twice (a resumed run) keeps its last value."""
+    """Lightning's CSV log -> {metric: [(step, value), ...]}; a step logged twice keeps the last."""
     series: dict[str, dict[int, float]] = {}
     try:
         rows = _csv_rows(path)
@@ -166,8 +158,8 @@ def read_csv_history(path: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def wandb_records(path: Path) -> Iterator[Any]:
-    """The protobuf records of an offline W&B run file (``run-<id>.wandb``): W&B's
-    LevelDB-style log, 32 KiB blocks of chunks with a 7-byte header (crc32, length, type)."""
+    """The protobuf records of an offline W&B run file: LevelDB-style 32 KiB blocks of chunks
+    with a 7-byte header (crc32, length, type)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
@@ -270,8 +262,7 @@ def read_run(path: Path, source: Path, warn: list[str]) -> Run | None:
 
 
 def find_runs(folders: list[str | Path], warn: list[str]) -> list[Source]:
-    """The runs of each folder given (run or sweep folder), in the order given; a run reached
-    twice is read once."""
+    """The runs of each folder given, in order; a run reached twice is read once."""
     sources, seen = [], set()
     for folder in folders:
         path = Path(folder)
@@ -358,11 +349,9 @@ def format_value(value: Any) -> str:
 def group_arms(runs: list[Run]) -> tuple[list[Arm], list[str]]:
     """(arms in order of first appearance, the config keys that differ between arms).
 
-    Arms are the groups of runs with equal config values on every key that differs between
-    runs (seed, names, paths and loggers ignored). They are named by as few keys as tell them
-    apart: keys the runs were given on the command line first (e.g. ``loss=l2``), then
-    config groups (``model=unet_small``), then any other differing key, each by the shortest
-    dotted suffix that is unambiguous.
+    Arms are named by as few keys as tell them apart: command-line keys first (``loss=l2``),
+    then config groups (``model=unet_small``), then other differing keys, each by its shortest
+    unambiguous dotted suffix.
     """
     flat = [{k: v for k, v in flatten(r.config).items() if not ignored(k)} for r in runs]
     keys = list(dict.fromkeys(k for f in flat for k in f))

@@ -1,13 +1,11 @@
 """Seed statistics and the verdict rule: is a difference between two arms larger than the
 seed-to-seed spread?
 
-Rule (stated in every report): each arm is compared with the first on the per-seed values of
-a metric by a two-sided Welch t-test (unequal variances) and the effect size |diff| /
-s_pooled, s_pooled = sqrt((s_a^2 + s_b^2) / 2) over the sample standard deviations. p < 0.05
-is *larger than the seed-to-seed spread*, else *not distinguishable from seed noise at n
-seeds* (with a hint that more seeds could tell when the effect size is still >= 2); no
-correction for multiple comparisons. The p-value comes from scipy when installed, else from
-the regularized incomplete beta function computed here (both agree to ~1e-10).
+Each arm is compared with the first on the per-seed values by a two-sided Welch t-test and
+the effect size |diff| / s_pooled, s_pooled = sqrt((s_a^2 + s_b^2) / 2): p < 0.05 is *larger
+than the seed-to-seed spread*, else *not distinguishable from seed noise* (more seeds could
+tell when the effect size is >= 2); no correction for multiple comparisons. p from scipy when
+installed, else from the regularized incomplete beta function here.
 """
 
 from __future__ import annotations

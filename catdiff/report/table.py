@@ -1,12 +1,6 @@
-"""The metrics a report compares, found in the eval results, and which runs' values may
-share a column.
-
-The report names no metric: every score of an eval ``metrics.json`` becomes an
-:class:`Entry`, from the self-describing ``scores`` (layout: :mod:`catdiff.metrics.metric`)
-and from the keys that predate them (``fid``, ``kid``, ``detail``, ``nll``). Values share a
-column only when they are comparable: same score, same space, same feature extractor (by
-sha256; each (space, extractor) pair gets its own table), same settings (e.g. bits/dim
-grouped by how they were estimated: mode, split, sigma, timesteps per image).
+"""The metrics a report compares: every score of the eval results becomes an :class:`Entry`,
+and values share a column only when comparable: same score, space, feature extractor (each
+(space, extractor) pair its own table) and settings.
 """
 
 from __future__ import annotations
@@ -17,10 +11,8 @@ from typing import Any
 
 from catdiff.report.runs import Run
 
-# Config keys that change what bits/dim are measured on ...
+# Config keys that change what bits/dim, and what a training loss, measure.
 DATA_KEYS = ("data.edges", "data.edge_blur", "data.channels", "data.image_size", "data.source")
-# ... and what a training loss measures: if arms differ in one, their loss values are on
-# different scales (not a quality comparison).
 _DIFFUSION_LEAVES = ("loss", "huber_delta", "objective", "schedule", "T", "beta_start", "beta_end")
 LOSS_TARGET_KEYS = tuple(f"diffusion.{k}" for k in _DIFFUSION_LEAVES) + DATA_KEYS
 
@@ -98,8 +90,7 @@ FIXED_ABOUT = (
     "belongs to one space); values from different extractors are never in one table. "
     "KID: mean over the subsets of each run, then mean ± std over seeds."
 )
-# The per-space keys that catdiff.evaluate wrote before the generic ``scores``: their
-# description, and how to read one space's value.
+# The per-space keys older than the generic ``scores``, and how to read one space's value.
 FIXED_KEYS: dict[str, dict[str, Any]] = {
     "fid": {"label": "FID", "lower_is_better": True, "by_extractor": True, "about": FIXED_ABOUT},
     "kid": {
@@ -211,8 +202,7 @@ def _varying(settings: list[tuple[tuple[str, str], ...]]) -> list[str]:
 
 
 def metrics_for(runs: list[Run], tag: str | None) -> list[Metric]:
-    """The table's columns: final losses, then one column per comparable group of each eval
-    score (scores in the order they first appear; spaces gray first)."""
+    """Final losses, then a column per comparable group of each eval score (gray first)."""
     loss = {"lower_is_better": None, "sensitive_to": LOSS_TARGET_KEYS, "measures": "loss values"}
     metrics = [
         Metric("train_loss", "final train loss", _final("final/train/loss"), **loss),
