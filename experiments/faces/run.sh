@@ -5,11 +5,11 @@
 # then 1, then 2), so that an interruption leaves every arm with the same seeds. Run from the
 # repository root:
 #   CATDIFF_DATA_ROOT=../shared/data/catfaces64 CATDIFF_OUTPUTS=/work/runs bash experiments/faces/run.sh [SEEDS...]
-# OMP_WAIT_POLICY=PASSIVE (below): on a machine shared with other work (here: other sessions' test
-# runs), two spinning OpenMP threads fell to ~17 img/s whenever another process held a core; idle
-# threads that sleep lose 8-25% alone (README) but not the whole run. Unset it on an idle machine.
+# One torch thread, OpenMP threads that sleep (below): on this 2-core machine shared with other
+# sessions' test runs, two threads fell to 17-75 img/s whenever another process held a core (each
+# parallel region waits for the thread that cannot run). Unset both on an idle machine (faster).
 set -u
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PY:-.venv/bin/python}
 OUT=${CATDIFF_OUTPUTS:-outputs}
 SEEDS=${*:-0 1 2}
