@@ -41,10 +41,6 @@ def adopt_teacher(cfg: DictConfig) -> dict[str, torch.Tensor] | None:
     the new run to start from. None without a teacher; one line naming ``teacher`` when the
     file is not a catdiff checkpoint or its data space (image size, channels, edges) differs."""
     if not cfg.get("teacher"):
-        if cfg.module.get("consistency") is not None:
-            raise UserError(
-                "module.consistency tunes a trained model: pass teacher=<run>/checkpoints/last.ckpt"
-            )
         return None
     ckpt = load_checkpoint(cfg.teacher, key="teacher")
     stored = ckpt["catdiff"]["config"]

@@ -303,5 +303,10 @@ def check_train_config(cfg: Any) -> None:
         raise UserError(
             f"data.val_fraction={val} + data.test_fraction={test} must leave images to train on (sum < 1)"
         )
+    no_teacher = _select(cfg, "teacher") in (None, _ABSENT, "")
+    if _select(cfg, "module.consistency") not in (None, _ABSENT) and no_teacher:
+        raise UserError(
+            "module.consistency tunes a trained model: pass teacher=<run>/checkpoints/last.ckpt"
+        )
     check_steps_against_T(cfg, _select(cfg, "diffusion.T"))
     check_training_fits(cfg)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from catdiff.diffusion import GaussianDiffusion, make_betas, sample
-from catdiff.diffusion.consistency import ConsistencySampler, ConsistencyTuning, edm_sigmas
+from catdiff.diffusion.consistency import ConsistencySampler, ConsistencyTuning
+from catdiff.diffusion.heun import edm_sigmas
 from catdiff.errors import UserError
 from tests.test_cli import FAST, run
 

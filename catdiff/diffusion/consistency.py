@@ -39,24 +39,19 @@ from collections.abc import Callable, Iterable
 import torch
 
 from catdiff.diffusion.gaussian import GaussianDiffusion
+from catdiff.diffusion.heun import edm_sigmas, nearest_t
 from catdiff.diffusion.samplers import Model, SampleResult, _noise_like, _record_plan
 from catdiff.diffusion.timesteps import t_probabilities
 from catdiff.errors import UserError
 
 
-def edm_sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
-    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), t = 0..T-1, float64 on the host."""
-    alpha_bar = diffusion.alpha_bar.detach().to("cpu", torch.float64)
-    return ((1 - alpha_bar) / alpha_bar).sqrt()
-
-
 def timestep_below(sigmas: torch.Tensor, sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """For each sample the timestep whose sigma is nearest ``sigma`` in log, at most t - 1;
-    -1 (the image, sigma = 0) where ``sigma`` lies below half of sigma_0."""
-    log_sigmas = sigmas.log().to(sigma.device)
-    nearest = (log_sigmas[None, :] - sigma.clamp(min=1e-30).log()[:, None]).abs().argmin(dim=1)
+    -1 (the image, sigma = 0) where ``sigma`` lies below half of sigma_0. All on one device."""
+    log_sigma = sigma.clamp(min=1e-30).log()
+    nearest = (sigmas.log()[None, :] - log_sigma[:, None]).abs().argmin(dim=1)
     nearest = torch.minimum(nearest, t - 1)
-    return torch.where(sigma < sigmas[0].item() / 2, torch.full_like(nearest, -1), nearest)
+    return torch.where(sigma < sigmas[0] / 2, torch.full_like(nearest, -1), nearest)
 
 
 class ConsistencyTuning:
@@ -89,6 +84,7 @@ class ConsistencyTuning:
             raise UserError(f"module.consistency.q={q!r} must be > 1 (the gap shrinks by q)")
         self.stages, self.q, self.k, self.b = stages, float(q), float(k), float(b)
         self.p_mean, self.p_std, self.huber_c = float(p_mean), float(p_std), float(huber_c)
+        self._tables: tuple | None = None  # (diffusion, device, sigmas, p(t)): see _sigmas_probs
 
     def __repr__(self) -> str:
         return (
@@ -99,6 +95,18 @@ class ConsistencyTuning:
         """The stage of training step ``step`` of ``total_steps``: 0 .. stages - 1."""
         return min(self.stages - 1, step * self.stages // max(total_steps, 1))
 
+    def _sigmas_probs(
+        self, diffusion: GaussianDiffusion, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma_t, p(t)) on ``device``, computed once per diffusion and device, not per step."""
+        cached = self._tables
+        if cached is None or cached[0] is not diffusion or cached[1] != device:
+            probs = t_probabilities(diffusion.alpha_bar, "lognormal", self.p_mean, self.p_std)
+            probs[0] = 0.0  # t = 0 has no lower timestep but the image; allowed from t = 1 up
+            sigmas = edm_sigmas(diffusion)
+            cached = self._tables = (diffusion, device, sigmas.to(device), probs.float().to(device))
+        return cached[2], cached[3]
+
     def pairs(
         self,
         diffusion: GaussianDiffusion,
@@ -107,11 +115,11 @@ class ConsistencyTuning:
         device: torch.device | str,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Timesteps (t, r) for n samples, r < t, r = -1 for the image itself."""
-        sigmas = edm_sigmas(diffusion)
-        probs = t_probabilities(diffusion.alpha_bar, "lognormal", self.p_mean, self.p_std)
-        probs[0] = 0.0  # t = 0 has no lower timestep but the image, allowed from t = 1 up
-        t = torch.multinomial(probs.float(), n, replacement=True, generator=generator)
+        """Timesteps (t, r) for n samples on ``device``, r < t, r = -1 for the image itself;
+        drawn on the generator's device."""
+        where = torch.device(generator.device if generator is not None else device)
+        sigmas, probs = self._sigmas_probs(diffusion, where)
+        t = torch.multinomial(probs, n, replacement=True, generator=generator)
         sigma_t = sigmas[t]
         shrink = (1 + self.k * torch.sigmoid(-self.b * sigma_t)) / self.q**stage
         r = timestep_below(sigmas, sigma_t * (1 - shrink).clamp(min=0), t)
@@ -130,13 +138,16 @@ class ConsistencyTuning:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = diffusion.q_sample(x0, t, noise)
         f_t = diffusion.model_to_x0_eps(net(x_t, t).float(), x_t, t)[0]
-        with torch.no_grad():
-            r0 = r.clamp(min=0)
-            x_r = diffusion.q_sample(x0, r0, noise)
-            f_r = diffusion.model_to_x0_eps(net(x_r, r0).float(), x_r, r0)[0]
-            image = (r < 0).view(-1, *([1] * (x0.ndim - 1)))
-            f_r = torch.where(image, x0.float(), f_r)
-        sigmas = edm_sigmas(diffusion).to(x0.device)
+        r0 = r.clamp(min=0)
+        if stage == 0:  # n(sigma) >= 1 = q^0: every r is the image, no forward needed
+            f_r = x0.float()
+        else:
+            with torch.no_grad():
+                x_r = diffusion.q_sample(x0, r0, noise)
+                f_r = diffusion.model_to_x0_eps(net(x_r, r0).float(), x_r, r0)[0]
+                image = (r < 0).view(-1, *([1] * (x0.ndim - 1)))
+                f_r = torch.where(image, x0.float(), f_r)
+        sigmas = self._sigmas_probs(diffusion, x0.device)[0]
         sigma_r = torch.where(r < 0, torch.zeros_like(sigmas[t]), sigmas[r0])
         weight = (1 / (sigmas[t] - sigma_r)).float()
         c = self.huber_c * math.sqrt(x0[0].numel())
@@ -188,8 +199,9 @@ class ConsistencySampler:
             dtype=torch.float64,
         )
         chosen = [diffusion.T - 1]
+        log_sigmas = sigmas.log()
         for sigma in levels.tolist():
-            t = int((sigmas.log() - math.log(sigma)).abs().argmin())
+            t = nearest_t(log_sigmas, sigma)
             if t < chosen[-1]:
                 chosen.append(t)
         return chosen

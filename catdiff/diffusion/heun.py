@@ -42,13 +42,14 @@ from catdiff.diffusion.samplers import Model, SampleResult, _noise_like, _record
 from catdiff.errors import UserError
 
 
-def _sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
+def edm_sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
     """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) for t = 0..T-1, float64 on the host."""
     alpha_bar = diffusion.alpha_bar.detach().to("cpu", torch.float64)
     return ((1 - alpha_bar) / alpha_bar).sqrt()
 
 
-def _nearest_t(log_sigmas: torch.Tensor, sigma: float) -> int:
+def nearest_t(log_sigmas: torch.Tensor, sigma: float) -> int:
+    """The timestep whose log sigma_t is nearest log ``sigma``."""
     return int((log_sigmas - math.log(sigma)).abs().argmin())
 
 
@@ -103,7 +104,7 @@ class HeunSampler:
         T = diffusion.T
         if self.steps > T:
             raise UserError(f"sampler.steps={self.steps} must be at most diffusion.T={T}")
-        log_sigmas = _sigmas(diffusion).log()
+        log_sigmas = edm_sigmas(diffusion).log()
         hi, lo = math.exp(float(log_sigmas[-1])), math.exp(float(log_sigmas[0]))
         ramp = torch.linspace(0, 1, self.steps, dtype=torch.float64)
         grid = (
@@ -111,7 +112,7 @@ class HeunSampler:
         ) ** self.rho
         chosen = [T - 1]
         for sigma in grid[1:].tolist():
-            t = _nearest_t(log_sigmas, sigma)
+            t = nearest_t(log_sigmas, sigma)
             if t < chosen[-1]:
                 chosen.append(t)
         if chosen[-1] != 0:
@@ -128,7 +129,7 @@ class HeunSampler:
         if self.s_churn == 0 or not self.s_tmin <= sigma <= self.s_tmax:
             return t
         gamma = min(self.s_churn / n, math.sqrt(2) - 1)
-        return max(t, _nearest_t(sigmas.log(), sigma * (1 + gamma)))
+        return max(t, nearest_t(sigmas.log(), sigma * (1 + gamma)))
 
     def __call__(
         self,
@@ -141,7 +142,7 @@ class HeunSampler:
     ) -> SampleResult:
         """Denoise x_T (B, C, H, W); ``record`` keeps x_t at the visited timesteps."""
         timesteps = self.timesteps(diffusion)
-        sigmas = _sigmas(diffusion)
+        sigmas = edm_sigmas(diffusion)
         plan = _record_plan(record, timesteps + [-1], diffusion.T)
         trajectory: dict[int, torch.Tensor] = {}
         n = len(timesteps)

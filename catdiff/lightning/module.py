@@ -56,6 +56,7 @@ class DiffusionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.consistency = consistency
+        self._total_steps = 0  # set when training starts: the steps ECT's stages divide
         self.channels_last = bool(channels_last)
         if self.channels_last:  # before the EMA copy, so both share the layout
             model = model.to(memory_format=torch.channels_last)
@@ -123,8 +124,7 @@ class DiffusionModule(L.LightningModule):
         if self.consistency is None:
             loss = self._losses(self._train_net(), batch, generator=generator)[0].mean()
         else:
-            total = int(self.trainer.estimated_stepping_batches)
-            stage = self.consistency.stage(self.global_step, total)
+            stage = self.consistency.stage(self.global_step, self._total_steps)
             self.log("train/stage", float(stage), on_step=True, on_epoch=False)
             loss = self.consistency.loss_per_sample(
                 self._train_net(), self.diffusion, batch, stage, generator
@@ -147,6 +147,7 @@ class DiffusionModule(L.LightningModule):
         self.ema.update(self.model)
 
     def on_train_start(self) -> None:
+        self._total_steps = int(self.trainer.estimated_stepping_batches)  # ECT's stages
         # Right before the first batch: nothing else draws from the restored RNG.
         if self._rng_to_restore is not None:
             torch.set_rng_state(self._rng_to_restore["torch"])
