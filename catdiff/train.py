@@ -36,11 +36,13 @@ from catdiff.validate import check_train_config
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     prepare_process(cfg.trainer)
+    check_override_types(cfg)
+    check_train_config(cfg)
     from catdiff.checkpoints import adopt_teacher  # torch: after the process setup
 
     teacher = adopt_teacher(cfg)  # teacher=: its model and diffusion config, then its weights
-    check_override_types(cfg)
-    check_train_config(cfg)
+    if teacher is not None:
+        check_train_config(cfg)  # the adopted model and diffusion with this run's data and batch
     check_devices(cfg.trainer)
     resolve_precision(cfg)  # auto -> what this hardware runs, recorded in config.yaml
     resolve_channels_last(cfg)
